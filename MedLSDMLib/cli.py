@@ -1,0 +1,183 @@
+"""The ``medlsdm`` command line."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from typing import Callable, List, Optional
+
+from . import __version__
+from .errors import Cancelled, InputError, MedLSDMError
+from .progress import Reporter, make_reporter
+
+EXAMPLES = """examples:
+  medlsdm generate labels.nii.gz -o synthetic.nii.gz --seed 1
+  medlsdm generate brain.seg.nrrd --reference t1.nrrd -o synthetic.nrrd --samples 4
+  medlsdm models list
+"""
+
+
+class CancelFlag:
+    """Set by SIGINT/SIGTERM; the engine polls it between steps. A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._handle)
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self._event.is_set():
+            raise KeyboardInterrupt
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("generate", help="generate synthetic images from a label map",
+                            description="Generate synthetic images from a label map or Slicer segmentation. "
+                                        "The output lies exactly on the grid of the label map, or of --reference.")
+    p.add_argument("labels", help="label map (.nii.gz, .nii, .nrrd, .mha) or Slicer segmentation (.seg.nrrd)")
+    p.add_argument("-o", "--output", required=True, help="output image; its extension picks the format")
+    p.add_argument("--model", help="bundle folder or a name from Resources/Models.json (default: the first)")
+    p.add_argument("--reference", help="image whose grid the output takes (size, spacing, origin, direction)")
+    p.add_argument("--map", action="append", default=[], metavar="NAME=CLASS",
+                   help="map an input label value or segment name to a model class (repeatable)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
+    p.add_argument("--sampler", help="ddim (default), ddpm, reference (the published method), or rflow")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (default: the model's)")
+    p.add_argument("--seed", type=int, help="random seed; sample k uses seed+k (default: random, printed)")
+    p.add_argument("--samples", type=int, default=1, help="number of images; K>1 writes OUTPUT_01 ... OUTPUT_K")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+    p.add_argument("--precision", default="auto", help="auto (bf16), fp32, bf16 or fp16")
+    p.add_argument("--max-memory", type=float, metavar="GIB", help="memory to stay within (default: what is free)")
+    p.add_argument("--progress", choices=("text", "json", "none"), default="text",
+                   help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    p.set_defaults(run=run_generate)
+
+
+def _add_models(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("models", help="list, describe and verify models")
+    actions = p.add_subparsers(dest="action", required=True, metavar="{list,info,verify}")
+    actions.add_parser("list", help="models known to this installation").set_defaults(run=run_models_list)
+    for name, run, text in (("info", run_models_info, "show a model's card"),
+                            ("verify", run_models_verify, "check a model's files, hashes and networks")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("model", nargs="?", help="bundle folder or registered name (default: the first)")
+        action.set_defaults(run=run)
+    p.add_argument("--progress", default="text", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medlsdm", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Synthetic 3D medical images from segmentations.")
+    parser.add_argument("--version", action="version", version=f"medlsdm {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,models}")
+    _add_generate(commands)
+    _add_models(commands)
+    return parser
+
+
+def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    from .labels import parse_mapping
+    from .pipeline import Generator
+    from .volumes import check_output_path, numbered_paths, write_image
+
+    start = time.perf_counter()
+    if args.samples < 1:
+        raise InputError(f"--samples {args.samples}: the number of samples must be at least 1")
+    inputs = [args.labels, args.reference]
+    outputs = [check_output_path(p, inputs) for p in numbered_paths(check_output_path(args.output, inputs),
+                                                                      args.samples)]
+    generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
+    images = generator.generate(args.labels, args.reference, steps=args.steps, guidance=args.guidance,
+                                seed=args.seed, sampler=args.sampler, samples=args.samples,
+                                mapping=parse_mapping(args.map), max_memory=args.max_memory,
+                                progress=reporter.progress, cancel=cancel, log=reporter.log)
+    if cancel():
+        raise Cancelled()
+    for k, (image, path) in enumerate(zip(images, outputs)):
+        write_image(image, path)
+        reporter.progress("write", k + 1, len(outputs))
+    reporter.done([str(p) for p in outputs], [int(i.GetMetaData("medlsdm_seed")) for i in images],
+                  time.perf_counter() - start)
+    return 0
+
+
+def run_models_list(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    from .registry import known_models, models_home
+
+    entries = known_models()
+    if not entries:
+        print("no models are registered; pass a bundle folder to --model")
+    for entry in entries:
+        state = "bundled" if entry.path else ("downloaded" if entry.installed() else "available for download")
+        print(f"{entry.name} {entry.version} ({state}): {entry.description}")
+    print(f"downloads go to {models_home()} (set MEDLSDM_HOME to change)", file=sys.stderr)
+    return 0
+
+
+def run_models_info(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    from .bundle import read_card
+    from .registry import resolve_model
+    from .sampling import SAMPLERS
+
+    folder = resolve_model(args.model, reporter.progress)
+    card = read_card(folder)
+    samplers = ", ".join(n for n, i in SAMPLERS.items() if i.process == card.scheduler.kind)
+    rows = [("model", f"{card.name} {card.version} ({folder})"), ("modality", card.modality),
+            ("description", card.description), ("classes", card.label_names()),
+            ("spacing", " x ".join(f"{s:g}" for s in card.spacing) + " mm"), ("orientation", card.orientation),
+            ("intensity", f"{card.intensity.mode}, [-1, 1] <-> [{card.intensity.low:g}, {card.intensity.high:g}]"),
+            ("latent", f"{card.autoencoder.latent_channels} channels at 1/{card.autoencoder.downsample_factor}"),
+            ("diffusion", f"{card.scheduler.kind}, {card.scheduler.num_train_timesteps} steps, "
+                          f"{card.scheduler.schedule}, {card.scheduler.prediction_type}"),
+            ("samplers", samplers), ("guidance", f"{card.default_guidance:g} by default")]
+    rows += [(f"training.{k}", str(v)) for k, v in card.training.items()]
+    rows += [(f"metrics.{k}", str(v)) for k, v in card.metrics.items()]
+    for key, value in rows:
+        print(f"{key:>12}: {value}")
+    return 0
+
+
+def run_models_verify(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    from .bundle import ModelBundle
+    from .registry import resolve_model
+
+    bundle = ModelBundle.load(resolve_model(args.model, reporter.progress))
+    print(f"OK: {bundle.card.name} {bundle.card.version} at {bundle.path}: hashes match and the weights fit the networks")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    reporter = make_reporter(args.progress)
+    cancel = CancelFlag()
+    cancel.install()
+    try:
+        return args.run(args, reporter, cancel)
+    except MedLSDMError as exc:
+        reporter.error(exc.kind, str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        reporter.error(Cancelled.kind, str(Cancelled()))
+        return Cancelled.exit_code
+    except Exception as exc:  # anything unforeseen: one line, unless --debug
+        if args.debug:
+            raise
+        reporter.error("internal", f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)")
+        return 1
+    finally:
+        reporter.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

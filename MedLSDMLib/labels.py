@@ -1,0 +1,129 @@
+"""Mapping a user's label map onto the model's classes: by value, by segment name, or by a mapping."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from .config import LabelEntry
+from .errors import InputError
+from .volumes import PathLike, check_volume, is_segmentation_file, read_image, read_segmentation
+
+LabelSource = Union[PathLike, sitk.Image]
+
+
+def _key(name: str) -> str:
+    """Names match ignoring case, spaces, hyphens and underscores."""
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+class LabelTable:
+    """The model's classes; class index i is channel i of the one-hot conditioning map."""
+
+    def __init__(self, entries: Sequence[LabelEntry]) -> None:
+        self.entries = list(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def describe(self) -> str:
+        return ", ".join(f"{e.value}={e.name}" for e in self.entries)
+
+    def find(self, text: str) -> Optional[int]:
+        """Class index for a class name or value given as text, or None."""
+        for index, entry in enumerate(self.entries):
+            if _key(entry.name) == _key(text):
+                return index
+        if re.fullmatch(r"-?\d+", text.strip()):
+            for index, entry in enumerate(self.entries):
+                if entry.value == int(text):
+                    return index
+        return None
+
+    def resolve(self, text: str) -> int:
+        index = self.find(text)
+        if index is None:
+            raise InputError(f"'{text}' is not a class of this model: use one of {self.describe()}")
+        return index
+
+
+def parse_mapping(pairs: Sequence[str]) -> Dict[str, str]:
+    """``["Tumor=lesion", "5=3"]`` → ``{"Tumor": "lesion", "5": "3"}``."""
+    mapping: Dict[str, str] = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise InputError(f"--map {pair!r} is not NAME=CLASS: write it like --map Tumor=lesion or --map 5=2")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def _integer_labels(image: sitk.Image, name: str) -> np.ndarray:
+    array = sitk.GetArrayFromImage(image)
+    if not np.issubdtype(array.dtype, np.integer):
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise InputError(f"label map {name} has non-integer values: give a label map, not an intensity image")
+        array = array.astype(np.int64)
+    return array
+
+
+def _classes_from_values(array: np.ndarray, table: LabelTable, mapping: Mapping[str, str], name: str) -> np.ndarray:
+    lookup: Dict[int, int] = {e.value: i for i, e in enumerate(table.entries)}
+    for source, target in mapping.items():
+        if not re.fullmatch(r"-?\d+", source):
+            raise InputError(f"--map {source}=...: {name} is a plain label map, so map label values "
+                             "(names apply to Slicer .seg.nrrd segments)")
+        lookup[int(source)] = table.resolve(target)
+    values = np.unique(array)
+    unknown = [int(v) for v in values if int(v) not in lookup]
+    if unknown:
+        raise InputError(f"label map {name} has value(s) {', '.join(map(str, unknown[:10]))} that the model "
+                         f"does not know: its classes are {table.describe()}; map them with --map VALUE=CLASS")
+    classes = np.zeros(array.shape, dtype=np.uint8)
+    for value in values:
+        classes[array == value] = lookup[int(value)]
+    return classes
+
+
+def _classes_from_segments(masks: Mapping[str, np.ndarray], shape: Sequence[int], table: LabelTable,
+                           mapping: Mapping[str, str], name: str) -> np.ndarray:
+    by_key = {_key(k): v for k, v in mapping.items()}
+    unmatched = [s for s in masks if _key(s) not in by_key and table.find(s) is None]
+    if unmatched:
+        raise InputError(f"segment(s) {', '.join(repr(s) for s in unmatched)} of {name} match no class of the "
+                         f"model ({table.describe()}): rename them or map them with --map NAME=CLASS")
+    unknown = [k for k in mapping if _key(k) not in {_key(s) for s in masks}]
+    if unknown:
+        raise InputError(f"--map names segment(s) {', '.join(unknown)} that {name} does not have: "
+                         f"its segments are {', '.join(masks) or 'none'}")
+    classes = np.zeros(tuple(shape), dtype=np.uint8)
+    for segment, mask in masks.items():
+        target = by_key.get(_key(segment))
+        classes[mask.astype(bool)] = table.resolve(target) if target is not None else table.find(segment)
+    return classes
+
+
+def class_image(source: LabelSource, table: LabelTable, mapping: Optional[Mapping[str, str]] = None) -> sitk.Image:
+    """The label map as a UInt8 image of class indices on the label map's own grid."""
+    mapping = dict(mapping or {})
+    if isinstance(source, sitk.Image):
+        check_volume(source, "label map")
+        grid, name = source, "the label map"
+        classes = _classes_from_values(_integer_labels(source, name), table, mapping, name)
+    elif is_segmentation_file(source):
+        name = Path(source).name
+        grid, masks = read_segmentation(source)
+        classes = _classes_from_segments(masks, grid.GetSize()[::-1], table, mapping, name)
+    else:
+        name = Path(source).name
+        grid = read_image(source, "label map")
+        classes = _classes_from_values(_integer_labels(grid, name), table, mapping, name)
+    if not classes.any():
+        raise InputError(f"label map {name} has no foreground (every voxel is background): "
+                         "paint or load at least one structure")
+    image = sitk.GetImageFromArray(classes)
+    image.CopyInformation(grid)
+    return image

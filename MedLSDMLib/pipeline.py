@@ -1,0 +1,202 @@
+"""Generation: label map → model grid → guided latent sampling → decoding → the input's grid."""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from pathlib import Path
+from typing import Callable, ContextManager, List, Mapping, Optional, Union
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.inferers import sliding_window_inference
+
+from .bundle import ModelBundle
+from .conditioning import condition_map
+from .config import ModelCard
+from .errors import Cancelled, InputError, OutOfMemory
+from .geometry import check_overlap, resample, working_grid
+from .networks import VQGAN
+from .labels import LabelSource, LabelTable, class_image
+from .memory import plan_memory
+from .registry import resolve_model
+from .sampling import SAMPLERS, CancelFn, GuidedUNet, ProgressFn, default_sampler, resolve_steps, sample_latent
+from .volumes import array_to_image, image_to_array, read_image
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda", "gpu")
+TILE_OVERLAP = 0.25
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks the GPU when there is one; asking for a missing GPU is an InputError."""
+    if name not in DEVICES and not name.startswith("cuda:"):
+        raise InputError(f"unknown device {name!r}: use auto, cpu or cuda")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name in ("cuda", "gpu") or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name} was asked for but PyTorch sees no CUDA GPU: use --device cpu")
+        return torch.device("cuda" if name == "gpu" else name)
+    return torch.device("cpu")
+
+
+def resolve_precision(name: str, device: torch.device) -> Optional[torch.dtype]:
+    """``auto`` is bf16 (fp16 on GPUs without bf16); fp32 runs without autocast."""
+    if name == "auto":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+    if name not in PRECISIONS:
+        raise InputError(f"unknown precision {name!r}: use auto, fp32, bf16 or fp16")
+    return PRECISIONS[name]
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Callable[[], ContextManager]:
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _count_windows(size: List[int], roi: List[int]) -> int:
+    """Number of windows sliding_window_inference visits for this size, roi and TILE_OVERLAP."""
+    count = 1
+    for s, r in zip(size, roi):
+        interval = max(int(r * (1 - TILE_OVERLAP)), 1)
+        count *= 1 if s <= r else math.ceil((s - r) / interval) + 1
+    return count
+
+
+def decode_latent(autoencoder: VQGAN, latent: torch.Tensor, tile: Optional[int] = None,
+                  autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                  progress: Optional[ProgressFn] = None, cancel: Optional[CancelFn] = None) -> torch.Tensor:
+    """Quantise and decode a latent; with ``tile``, in overlapping windows of tile³ latent voxels
+    blended with Gaussian weights (MONAI's sliding-window inference), so that memory stays bounded."""
+    quantized = autoencoder.quantize(latent)[0]
+    if tile is None:
+        with autocast():
+            return autoencoder.decode_quantized(quantized).float()
+    size = list(quantized.shape[2:])
+    roi = [min(tile, s) for s in size]
+    total, done = _count_windows(size, roi), [0]
+
+    def decode_window(window: torch.Tensor) -> torch.Tensor:
+        if cancel is not None and cancel():
+            raise Cancelled()
+        with autocast():
+            out = autoencoder.decode_quantized(window).float()
+        done[0] += 1
+        if progress is not None:
+            progress("decode", done[0], max(total, done[0]))
+        return out
+
+    return sliding_window_inference(quantized, roi, 1, decode_window, overlap=TILE_OVERLAP, mode="gaussian")
+
+
+class Generator:
+    """A loaded model that turns label maps into synthetic images on the label map's grid.
+
+    >>> generator = Generator.load("path/to/bundle")
+    >>> image, = generator.generate("labels.nii.gz", seed=1)
+    """
+
+    def __init__(self, bundle: ModelBundle, device: str = "auto", precision: str = "auto") -> None:
+        self.bundle = bundle
+        self.table = LabelTable(bundle.card.labels)
+        self.device_name, self.precision_name = device, precision
+        self._device = torch.device("cpu")
+
+    @classmethod
+    def load(cls, model: Union[str, Path, None] = None, device: str = "auto", precision: str = "auto",
+             progress: Optional[ProgressFn] = None) -> "Generator":
+        """Load a bundle folder, or a model named in Resources/Models.json (None: the default one)."""
+        resolve_precision(precision, resolve_device(device))  # fail early on bad options
+        return cls(ModelBundle.load(resolve_model(None if model is None else str(model), progress)), device, precision)
+
+    @property
+    def card(self) -> ModelCard:
+        return self.bundle.card
+
+    def _to(self, device: torch.device) -> None:
+        if device != self._device:
+            self.bundle.autoencoder.to(device)
+            self.bundle.unet.to(device)
+            self._device = device
+
+    @torch.no_grad()
+    def generate(self, labels: LabelSource, reference: Union[str, Path, sitk.Image, None] = None, *,
+                 steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
+                 sampler: Optional[str] = None, samples: int = 1, mapping: Optional[Mapping[str, str]] = None,
+                 device: Optional[str] = None, precision: Optional[str] = None,
+                 max_memory: Optional[float] = None, progress: Optional[ProgressFn] = None,
+                 cancel: Optional[CancelFn] = None, log: Optional[Callable[[str], None]] = None) -> List[sitk.Image]:
+        """Synthetic images for a label map (a path, a Slicer .seg.nrrd or a SimpleITK image).
+
+        Each result lies exactly on the grid of ``reference`` when given, else of the label map.
+        Sample k uses seed ``seed + k``; the same seed gives the same image. ``mapping`` maps input
+        label values or segment names to model classes (names or values)."""
+        card = self.card
+        sampler = sampler or default_sampler(card.scheduler)
+        steps = resolve_steps(sampler, steps, card.scheduler)
+        guidance = card.default_guidance if guidance is None else float(guidance)
+        if not guidance >= 0:
+            raise InputError(f"--guidance {guidance}: the guidance scale must be 0 or more")
+        if samples < 1:
+            raise InputError(f"--samples {samples}: the number of samples must be at least 1")
+        seed = random.randrange(2 ** 31) if seed is None else int(seed)
+        torch_device = resolve_device(device or self.device_name)
+        dtype = resolve_precision(precision or self.precision_name, torch_device)
+        autocast = _autocast(torch_device, dtype)
+
+        classes = class_image(labels, self.table, mapping)
+        if reference is None:
+            target = classes
+        else:
+            target = reference if isinstance(reference, sitk.Image) else read_image(reference, "reference image")
+            check_overlap(classes, target)
+        grid = working_grid(classes, card.spacing, card.orientation, card.size_multiple)
+        on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
+        factor = card.autoencoder.downsample_factor
+        latent_size = [s // factor for s in on_grid.shape]
+        batched = SAMPLERS[sampler].batched and guidance not in (0.0, 1.0)
+        plan = plan_memory(card, latent_size, 2 if batched else 1, torch_device, max_memory, self.bundle.weight_bytes())
+        if log is not None:
+            log(f"model {card.name} {card.version}: sampler {sampler}, {steps} steps, guidance {guidance:g}, "
+                f"seed {seed}; grid {'x'.join(map(str, on_grid.shape))} at "
+                f"{'x'.join(f'{s:g}' for s in card.spacing)} mm; {torch_device.type} "
+                f"{'fp32' if dtype is None else str(dtype).replace('torch.', '')}"
+                f"{', tiled decoding' if plan.tile else ''}")
+
+        self._to(torch_device)
+        tensor = torch.from_numpy(on_grid.astype(np.int64))[None].to(torch_device)
+        condition = condition_map(tensor, len(self.table), factor)
+        model = GuidedUNet(self.bundle.unet, condition, guidance, SAMPLERS[sampler].batched, autocast)
+        low, high = card.intensity.low, card.intensity.high
+        results = []
+        for k in range(samples):
+            def sample_progress(stage: str, step: int, total: int, k: int = k) -> None:
+                if progress is not None:
+                    progress(stage, k * total + step, samples * total)
+
+            generator = torch.Generator(device=torch_device).manual_seed(seed + k)
+            try:
+                latent = sample_latent(model, card.scheduler, (1, card.autoencoder.latent_channels, *latent_size),
+                                       sampler=sampler, steps=steps, generator=generator,
+                                       progress=sample_progress, cancel=cancel)
+                decoded = decode_latent(self.bundle.autoencoder, latent / card.latent_scale, plan.tile, autocast,
+                                       progress, cancel)
+            except torch.cuda.OutOfMemoryError:
+                raise OutOfMemory("the GPU ran out of memory: crop the label map, or use --device cpu") from None
+            except RuntimeError as exc:
+                if "out of memory" in str(exc) or "can't allocate memory" in str(exc):
+                    raise OutOfMemory("ran out of memory: crop the label map, or use a machine with more memory") from None
+                raise
+            array = decoded[0, 0].clamp(-1, 1).cpu().numpy().astype(np.float32)
+            array = (array + 1) / 2 * (high - low) + low
+            image = resample(array_to_image(array, grid), target, sitk.sitkLinear, default=low)
+            for key, value in (("medlsdm_model", f"{card.name} {card.version}"), ("medlsdm_seed", str(seed + k)),
+                               ("medlsdm_sampler", f"{sampler} {steps} steps, guidance {guidance:g}")):
+                image.SetMetaData(key, value)
+            results.append(image)
+        return results

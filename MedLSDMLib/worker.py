@@ -1,0 +1,24 @@
+"""The process the Slicer module starts: ``medlsdm generate`` speaking the JSON worker protocol.
+
+    PythonSlicer -m MedLSDMLib.worker LABELS -o OUTPUT [generate options]
+
+Each stdout line is one JSON object: {"type": "progress", "stage", "step", "total"},
+{"type": "log", "message"}, {"type": "done", "path", "paths", "seeds", "seconds"} or
+{"type": "error", "kind", "message"}. Exit codes: 0 done, 2 bad input, 3 model problem,
+4 out of memory, 130 cancelled.
+"""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+from .cli import main as cli_main
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return cli_main(["generate", *args, "--progress", "json"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
