@@ -6,7 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -46,10 +46,11 @@ def read_card(folder: Union[str, Path]) -> ModelCard:
         raise ModelError(f"{card_path} does not describe a model this version can load ({exc})") from None
 
 
-def verify_weights(folder: Union[str, Path], card: ModelCard) -> None:
-    """Every weight file the card lists exists and has the recorded SHA-256, or ModelError."""
+def verify_weights(folder: Union[str, Path], card: ModelCard,
+                   names: Sequence[str] = (AUTOENCODER_FILE, DIFFUSION_FILE)) -> None:
+    """Each weight file in ``names`` exists and has the SHA-256 the card records, or ModelError."""
     folder = Path(folder)
-    for name in (AUTOENCODER_FILE, DIFFUSION_FILE):
+    for name in names:
         if name not in card.weights:
             raise ModelError(f"{folder / CARD_FILE} records no SHA-256 for {name}: the bundle is incomplete")
         path = folder / name
@@ -60,7 +61,7 @@ def verify_weights(folder: Union[str, Path], card: ModelCard) -> None:
                              "changed; download the model again")
 
 
-def _load_weights(module: nn.Module, path: Path) -> None:
+def load_weights(module: nn.Module, path: Path) -> None:
     try:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for a malformed file
@@ -72,7 +73,8 @@ def _load_weights(module: nn.Module, path: Path) -> None:
         raise ModelError(f"{path.name} does not fit the network described in {CARD_FILE} ({first})") from None
 
 
-def _save_weights(module: nn.Module, path: Path, dtype: Optional[torch.dtype]) -> str:
+def save_weights(module: nn.Module, path: Path, dtype: Optional[torch.dtype] = None) -> str:
+    """Write a module's state as safetensors (atomically); returns the file's SHA-256."""
     state = {}
     for key, value in module.state_dict().items():
         value = value.detach().cpu().contiguous()
@@ -110,8 +112,8 @@ class ModelBundle:
         card = read_card(folder)
         verify_weights(folder, card)
         bundle = cls.create(card)
-        _load_weights(bundle.autoencoder, folder / AUTOENCODER_FILE)
-        _load_weights(bundle.unet, folder / DIFFUSION_FILE)
+        load_weights(bundle.autoencoder, folder / AUTOENCODER_FILE)
+        load_weights(bundle.unet, folder / DIFFUSION_FILE)
         bundle.autoencoder.eval()
         bundle.unet.eval()
         bundle.path = folder
@@ -123,12 +125,26 @@ class ModelBundle:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         hashes: Dict[str, str] = {
-            AUTOENCODER_FILE: _save_weights(self.autoencoder, folder / AUTOENCODER_FILE, dtype),
-            DIFFUSION_FILE: _save_weights(self.unet, folder / DIFFUSION_FILE, dtype),
+            AUTOENCODER_FILE: save_weights(self.autoencoder, folder / AUTOENCODER_FILE, dtype),
+            DIFFUSION_FILE: save_weights(self.unet, folder / DIFFUSION_FILE, dtype),
         }
         self.card.weights = hashes
-        temporary = folder / f".{CARD_FILE}.partial"
-        temporary.write_text(json.dumps(to_dict(self.card), indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, folder / CARD_FILE)
+        write_card(folder, self.card)
         self.path = folder
         return folder
+
+
+def write_card(folder: Path, card: ModelCard) -> None:
+    """Write model.json atomically (after the weights whose hashes it records)."""
+    temporary = folder / f".{CARD_FILE}.partial"
+    temporary.write_text(json.dumps(to_dict(card), indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, folder / CARD_FILE)
+
+
+def load_autoencoder(folder: Union[str, Path]) -> Tuple[ModelCard, VQGAN]:
+    """The card and autoencoder of a bundle (the VQ-GAN stage's output is enough), hash checked."""
+    card = read_card(folder)
+    verify_weights(folder, card, (AUTOENCODER_FILE,))
+    autoencoder = VQGAN(card.autoencoder)
+    load_weights(autoencoder, Path(folder) / AUTOENCODER_FILE)
+    return card, autoencoder.eval()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -76,13 +77,44 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
 
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train a VQ-GAN, then a latent diffusion model, on your data",
+                            description="Train on a folder of NAME_image / NAME_label pairs. Runs unchanged under "
+                                        "torchrun --nproc_per_node=N for several processes or machines.")
+    p.add_argument("stage", choices=("vqgan", "diffusion"), help="vqgan first; diffusion reads its bundle")
+    p.add_argument("config", help="YAML config (examples in Resources/Configs/)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
+    p.add_argument("--device", default="auto", help="auto (GPU if available) or cpu")
+    p.add_argument("--progress", default="text", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    from .train_config import DiffusionRun, VQGANRun, load_run_config
+
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"unknown device {args.device!r}: use auto, cpu or cuda")
+    if args.stage == "vqgan":
+        from .train_vqgan import train
+    else:
+        from .train_diffusion import train
+    config = load_run_config(args.config, VQGANRun if args.stage == "vqgan" else DiffusionRun)
+    start = time.perf_counter()
+    bundle = train(config, resume=args.resume, device=args.device)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"wrote {bundle} in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medlsdm", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Synthetic 3D medical images from segmentations.")
     parser.add_argument("--version", action="version", version=f"medlsdm {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,models}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,models,train}")
     _add_generate(commands)
     _add_models(commands)
+    _add_train(commands)
     return parser
 
 

@@ -1,0 +1,164 @@
+"""Training configurations (YAML): one for the VQ-GAN stage, one for the diffusion stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type, TypeVar, Union
+
+import yaml
+
+from .config import AutoencoderConfig, IntensityConfig, LabelEntry, SchedulerConfig, UNetConfig, from_dict
+from .errors import InputError
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Where the image/label pairs are and how they are split."""
+
+    pairs: str  # a folder of *_image.* / *_label.* files, or a .csv / .json list of pairs
+    validation_fraction: float = 0.2
+    sources: List[Dict[str, str]] = field(default_factory=list)  # provenance for the model card
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError("data.validation_fraction must be in [0, 1)")
+
+
+@dataclass
+class AugmentConfig:
+    """Joint image/label augmentation (MONAI transforms); each applied with ``probability``."""
+
+    probability: float = 0.5
+    rotate_degrees: float = 10.0
+    scale: float = 0.1
+    elastic: bool = True
+    elastic_sigma: Tuple[float, float] = (5.0, 8.0)
+    elastic_magnitude: Tuple[float, float] = (50.0, 150.0)
+    flip_axes: Tuple[int, ...] = (0,)  # axis 0 is left-right in RAS and LPS
+    intensity: float = 0.1  # relative scale and shift jitter of the image
+
+
+@dataclass
+class TrainingCommon:
+    """Settings both stages share."""
+
+    steps: int = 1000
+    batch_size: int = 1
+    patch_size: Tuple[int, int, int] = (64, 64, 64)
+    learning_rate: float = 1e-4
+    grad_accumulation: int = 1
+    precision: str = "bf16"  # fp32, bf16 or fp16 autocast
+    checkpoint_every: int = 100
+    validate_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError("training.precision must be fp32, bf16 or fp16")
+        if min(self.steps, self.batch_size, self.grad_accumulation, self.checkpoint_every,
+               self.validate_every, self.log_every) < 1:
+            raise ValueError("training: steps, batch_size, grad_accumulation and the *_every values must be >= 1")
+        if len(self.patch_size) != 3 or min(self.patch_size) < 8:
+            raise ValueError("training.patch_size needs three sizes of at least 8")
+
+
+@dataclass
+class VQGANTraining(TrainingCommon):
+    adversarial_weight: float = 0.05
+    adversarial_start: int = 500  # steps of reconstruction-only training before the GAN loss starts
+    feature_matching_weight: float = 1.0
+    discriminator_channels: int = 32
+    discriminator_layers: int = 3
+    discriminator_learning_rate: float = 1e-4
+    perceptual_weights: Optional[str] = None  # torchvision ResNet-50 weights file you provide; never downloaded
+    perceptual_weight: float = 0.1
+
+
+@dataclass
+class DiffusionTraining(TrainingCommon):
+    label_dropout: float = 0.15  # fraction of maps replaced by the null map (trains the guidance branch)
+    loss: str = "l1"  # l1 (as the paper) or l2
+    ema_decay: float = 0.999
+    validation_steps: int = 20  # DDIM steps for validation samples
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.label_dropout < 1:
+            raise ValueError("training.label_dropout must be in [0, 1)")
+        if self.loss not in ("l1", "l2"):
+            raise ValueError("training.loss must be l1 or l2")
+
+
+@dataclass
+class VQGANModel:
+    """What the model card says about data and the autoencoder."""
+
+    name: str
+    labels: List[LabelEntry]
+    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
+    orientation: str = "RAS"
+    modality: str = "MRI"
+    version: str = "0.1.0"
+    description: str = ""
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+
+
+@dataclass
+class DiffusionModel:
+    """What the diffusion stage adds to the card; the rest comes from the VQ-GAN bundle."""
+
+    name: Optional[str] = None
+    version: Optional[str] = None
+    description: Optional[str] = None
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    default_guidance: float = 2.0
+
+
+@dataclass
+class VQGANRun:
+    output: str
+    data: DataConfig
+    model: VQGANModel
+    training: VQGANTraining = field(default_factory=VQGANTraining)
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class DiffusionRun:
+    output: str
+    autoencoder: str  # the VQ-GAN stage's bundle folder
+    data: DataConfig
+    model: DiffusionModel = field(default_factory=DiffusionModel)
+    training: DiffusionTraining = field(default_factory=DiffusionTraining)
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+RunConfig = Union[VQGANRun, DiffusionRun]
+
+
+def load_run_config(path: Union[str, Path], kind: Type[T]) -> T:
+    """Read a YAML config; relative paths in it are relative to the config file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config {path} does not exist: give a YAML file (see Resources/Configs/)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"config {path} must be a mapping of sections (output, data, model, training)")
+    try:
+        config = from_dict(kind, data)
+    except ValueError as exc:
+        raise InputError(f"config {path}: {exc}") from None
+    base = path.resolve().parent
+    config.output = str(base / config.output)
+    config.data.pairs = str(base / config.data.pairs)
+    if isinstance(config, DiffusionRun):
+        config.autoencoder = str(base / config.autoencoder)
+    return config

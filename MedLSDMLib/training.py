@@ -1,0 +1,244 @@
+"""What both training stages share: the run folder, data, the step loop, checkpoints and logs."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
+
+import torch
+from monai.data import set_track_meta
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from .config import to_dict
+from .data import Case, PatchDataset
+from .distributed import Distributed, setup
+from .errors import InputError, MedLSDMError
+from .train_config import RunConfig
+
+CHECKPOINT = "checkpoint.pt"
+RUN_FILE = "run.json"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingFailed(MedLSDMError):
+    """Training cannot go on (a NaN or infinite loss)."""
+
+    exit_code = 1
+    kind = "training"
+
+
+def _comparable(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The config without what may change on resume (the number of steps)."""
+    config = json.loads(json.dumps(config))
+    config["training"].pop("steps", None)
+    return config
+
+
+class Trainer:
+    """The step loop: each step takes ``grad_accumulation`` batches; a subclass does the maths
+    (``train_step``), validation, its state for checkpoints, and the bundle."""
+
+    stage = "stage"
+
+    def __init__(self, config: RunConfig, resume: bool = False, device: str = "auto") -> None:
+        set_track_meta(False)  # plain tensors out of MONAI transforms
+        self.config = config
+        self.settings = config.training
+        self.output = Path(config.output)
+        self.dist: Distributed = setup(device)
+        self.device = self.dist.device
+        self.dtype = PRECISIONS[self.settings.precision]
+        self.step = 0
+        self.checkpoint_step = 0
+        self.skipped_steps = 0
+        self.skipped_in_a_row = 0
+        self.seconds = 0.0
+        self.resume = resume
+        self._check_run_folder()
+        torch.manual_seed(self.settings.seed + self.dist.rank)
+
+    # -- run folder -----------------------------------------------------------------
+    def _check_run_folder(self) -> None:
+        """Refuse to start over another run, or to resume a run of another config (nothing written)."""
+        run_file, checkpoint = self.output / RUN_FILE, self.output / CHECKPOINT
+        record = {"stage": self.stage, "config": to_dict(self.config)}
+        if self.resume:
+            if not checkpoint.is_file() or not run_file.is_file():
+                raise InputError(f"--resume: {self.output} holds no checkpoint of a run to continue")
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+            if previous.get("stage") != self.stage or _comparable(previous["config"]) != _comparable(record["config"]):
+                raise InputError(f"--resume: the config differs from the one {self.output} was started with "
+                                 "(only training.steps may change): use the original config")
+        elif self.output.exists() and any(self.output.iterdir()):
+            raise InputError(f"output folder {self.output} already holds a run: use --resume to continue it, "
+                             "or set another output folder")
+
+    def open_run(self) -> None:
+        """Once the data and networks are ready: create the run folder, or load the checkpoint to resume."""
+        if self.resume:
+            self.load_checkpoint()
+        elif self.dist.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / "figures").mkdir(exist_ok=True)
+            record = {"stage": self.stage, "config": to_dict(self.config)}
+            (self.output / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        self.dist.barrier()
+
+    # -- data -------------------------------------------------------------------------
+    def make_loader(self, cases: List[Case], num_classes: int) -> Iterator[Dict[str, torch.Tensor]]:
+        """Endless batches of random patches; each process draws its own."""
+        s = self.settings
+        per_epoch = max(len(cases), s.batch_size * self.dist.world_size) * 8
+        dataset = PatchDataset(cases, s.patch_size, num_classes, self.config.augmentation, per_epoch,
+                               seed=s.seed + 1000 * self.dist.rank + self.step)
+        if self.dist.enabled:
+            sampler = DistributedSampler(dataset, self.dist.world_size, self.dist.rank, seed=s.seed)
+        else:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(s.seed + self.step))
+        loader = DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, drop_last=True)
+        epoch = 0
+        while True:
+            if isinstance(sampler, DistributedSampler):
+                sampler.set_epoch(epoch + self.step)
+            for batch in loader:
+                yield {k: v.to(self.device) for k, v in batch.items()}
+            epoch += 1
+
+    # -- precision --------------------------------------------------------------------
+    def autocast(self) -> ContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def check_finite(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Stop every process when any loss anywhere is NaN or infinite (before the optimiser step)."""
+        flag = torch.tensor([0.0 if all(torch.isfinite(v).all() for v in losses.values()) else 1.0],
+                            device=self.device)
+        if self.dist.mean(flag).item() > 0:
+            bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v).all()) or "on another process"
+            raise TrainingFailed(f"the loss became NaN or infinite at step {self.step + 1} ({bad}): lower "
+                                 f"training.learning_rate or use precision fp32; {self._kept()}")
+
+    def apply_gradients(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
+        """Step the optimiser unless a gradient is non-finite on any process; then skip the step, as
+        GradScaler does for fp16. PyTorch's bf16 conv3d weight gradient on the CPU is now and then
+        non-finite for tiny (2³) inputs. Five skipped steps in a row stop the run."""
+        if scaler.is_enabled():
+            scaler.step(optimizer)
+            scaler.update()
+            return True
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all().float()
+        if self.dist.mean(finite.to(self.device)).item() == 1.0:
+            optimizer.step()
+            self.skipped_in_a_row = 0
+            return True
+        self.skipped_in_a_row += 1
+        self.skipped_steps += 1
+        if self.skipped_in_a_row >= 5:
+            raise TrainingFailed(f"the gradients were NaN or infinite for 5 steps in a row at step {self.step + 1}: "
+                                 f"lower training.learning_rate or use precision fp32; {self._kept()}")
+        return False
+
+    def _kept(self) -> str:
+        if self.checkpoint_step:
+            return f"the checkpoint of step {self.checkpoint_step} in {self.output} is kept, continue with --resume"
+        return "no checkpoint had been written yet"
+
+    # -- subclass hooks -----------------------------------------------------------------
+    def train_step(self, batches: List[Dict[str, torch.Tensor]]) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def validate(self) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def state(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state(self, state: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def write_bundle(self) -> Path:
+        raise NotImplementedError
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            state = {"step": self.step, "seconds": self.seconds, "rng": torch.get_rng_state(), **self.state()}
+            temporary = self.output / f".{CHECKPOINT}.partial"
+            torch.save(state, temporary)
+            os.replace(temporary, self.output / CHECKPOINT)
+        self.checkpoint_step = self.step
+        self.dist.barrier()
+
+    def load_checkpoint(self) -> None:
+        state = torch.load(self.output / CHECKPOINT, map_location="cpu", weights_only=True)
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        torch.set_rng_state(state["rng"])
+        torch.manual_seed(self.settings.seed + self.dist.rank + self.step)  # each process its own stream
+        self.load_state(state)
+
+    # -- logs ---------------------------------------------------------------------------
+    def log_metrics(self, values: Dict[str, float]) -> None:
+        if not self.dist.is_main:
+            return
+        path = self.output / "metrics.csv"
+        row = {"step": self.step, "seconds": round(self.seconds, 2), **{k: f"{v:.6g}" for k, v in values.items()}}
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as stream:
+            writer = csv.writer(stream)
+            if new:
+                writer.writerow(["step", "seconds", "name", "value"])
+            for key, value in row.items():
+                if key not in ("step", "seconds"):
+                    writer.writerow([row["step"], row["seconds"], key, value])
+        if self._tensorboard is not None:
+            for key, value in values.items():
+                self._tensorboard.add_scalar(f"{self.stage}/{key}", value, self.step)
+
+    def _open_tensorboard(self) -> None:
+        self._tensorboard = None
+        if self.dist.is_main:
+            with contextlib.suppress(ImportError):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tensorboard = SummaryWriter(str(self.output / "tensorboard"))
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, batches: Iterator[Dict[str, torch.Tensor]], progress: Optional[Callable[[str], None]] = None) -> Path:
+        """Train up to ``settings.steps``, checkpointing and validating on the way; write the bundle."""
+        s = self.settings
+        self.checkpoint_step = self.step
+        self._open_tensorboard()
+        bar = tqdm(total=s.steps, initial=self.step, desc=f"training {self.stage}", unit="step",
+                   disable=not self.dist.is_main, dynamic_ncols=True)
+        try:
+            while self.step < s.steps:
+                start = time.perf_counter()
+                values = self.train_step([next(batches) for _ in range(s.grad_accumulation)])
+                if self.skipped_steps:
+                    values["skipped_steps"] = float(self.skipped_steps)
+                self.step += 1
+                self.seconds += time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()} |
+                                {"vol/s": f"{s.batch_size * s.grad_accumulation * self.dist.world_size * self.step / max(self.seconds, 1e-9):.2f}"},
+                                refresh=False)
+                if self.step % s.log_every == 0:
+                    self.log_metrics(values)
+                if self.step % s.validate_every == 0 or self.step == s.steps:
+                    self.log_metrics(self.validate())
+                if self.step % s.checkpoint_every == 0 or self.step == s.steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if self._tensorboard is not None:
+                self._tensorboard.close()
+        bundle = self.write_bundle() if self.dist.is_main else self.output / "bundle"
+        self.dist.barrier()
+        return bundle
