@@ -101,7 +101,7 @@ def run_train(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[],
         from .train_diffusion import train
     config = load_run_config(args.config, VQGANRun if args.stage == "vqgan" else DiffusionRun)
     start = time.perf_counter()
-    bundle = train(config, resume=args.resume, device=args.device)
+    bundle = train(config, resume=args.resume, device=args.device, cancel=cancel)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {bundle} in {time.perf_counter() - start:.0f} s", flush=True)
     return 0

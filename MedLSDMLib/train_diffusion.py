@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -179,9 +179,10 @@ class DiffusionTrainer(Trainer):
         return folder
 
 
-def train(config: DiffusionRun, resume: bool = False, device: str = "auto") -> Path:
+def train(config: DiffusionRun, resume: bool = False, device: str = "auto",
+          cancel: Optional[Callable[[], bool]] = None) -> Path:
     trainer = DiffusionTrainer(config, resume, device)
     try:
-        return trainer.fit(trainer.batches)
+        return trainer.fit(trainer.batches, cancel)
     finally:
         trainer.dist.close()

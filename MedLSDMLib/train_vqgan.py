@@ -3,7 +3,7 @@ matching after a delay, an optional perceptual loss from weights the user provid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -182,9 +182,10 @@ class VQGANTrainer(Trainer):
         return folder
 
 
-def train(config: VQGANRun, resume: bool = False, device: str = "auto") -> Path:
+def train(config: VQGANRun, resume: bool = False, device: str = "auto",
+          cancel: Optional[Callable[[], bool]] = None) -> Path:
     trainer = VQGANTrainer(config, resume, device)
     try:
-        return trainer.fit(trainer.batches)
+        return trainer.fit(trainer.batches, cancel)
     finally:
         trainer.dist.close()

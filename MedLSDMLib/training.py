@@ -5,6 +5,7 @@ import contextlib
 import csv
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from .config import to_dict
 from .data import Case, PatchDataset
 from .distributed import Distributed, setup
-from .errors import InputError, MedLSDMError
+from .errors import Cancelled, InputError, MedLSDMError
 from .train_config import RunConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -210,15 +211,20 @@ class Trainer:
                 self._tensorboard = SummaryWriter(str(self.output / "tensorboard"))
 
     # -- the loop -------------------------------------------------------------------------
-    def fit(self, batches: Iterator[Dict[str, torch.Tensor]], progress: Optional[Callable[[str], None]] = None) -> Path:
-        """Train up to ``settings.steps``, checkpointing and validating on the way; write the bundle."""
+    def fit(self, batches: Iterator[Dict[str, torch.Tensor]], cancel: Optional[Callable[[], bool]] = None) -> Path:
+        """Train up to ``settings.steps``, checkpointing and validating on the way; write the bundle.
+        ``cancel`` (Ctrl-C, SIGTERM) stops between steps, keeping the last checkpoint."""
         s = self.settings
         self.checkpoint_step = self.step
         self._open_tensorboard()
         bar = tqdm(total=s.steps, initial=self.step, desc=f"training {self.stage}", unit="step",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
+            if self.resume and self.dist.is_main:
+                tqdm.write(f"resuming {self.stage} training at step {self.step} of {s.steps}", file=sys.stderr)
             while self.step < s.steps:
+                if cancel is not None and cancel():
+                    raise Cancelled(f"training stopped at step {self.step}; {self._kept()}")
                 start = time.perf_counter()
                 values = self.train_step([next(batches) for _ in range(s.grad_accumulation)])
                 if self.skipped_steps:
