@@ -27,6 +27,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         item = args[0] if args else Any
         items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
+    if origin is dict and not isinstance(value, dict):
+        raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
     if origin is dict or hint is Any:
         return value
     if hint is float:
@@ -72,7 +74,7 @@ class AutoencoderConfig:
     latent_channels: int = 8
     num_embeddings: int = 512
     commitment_cost: float = 0.25
-    decay: float = 0.99
+    decay: float = 0.5  # EMA codebook decay (MONAI VQVAE default); 0.99 adapted too slowly here
 
     @property
     def downsample_factor(self) -> int:
