@@ -55,6 +55,14 @@ def decode_bytes(card: ModelCard, latent_size: Sequence[int], tile: Optional[int
     return int((4 * widest * window + buffers) * BYTES)
 
 
+def _size(count: float) -> str:
+    """Bytes in the largest unit that keeps the number at least 1 (a small need must not read 0.00 GiB)."""
+    for unit, scale in (("GiB", GIB), ("MiB", 1024 ** 2), ("KiB", 1024)):
+        if count >= scale:
+            return f"{count / scale:.2f} {unit}"
+    return f"{int(count)} B"
+
+
 @dataclass
 class MemoryPlan:
     needed: int  # bytes
@@ -77,6 +85,6 @@ def plan_memory(card: ModelCard, latent_size: Sequence[int], batch: int, device:
             return MemoryPlan(needed, budget, tile)
     where = "GPU" if device.type == "cuda" else "RAM"
     raise OutOfMemory(
-        f"this request needs about {needed / GIB:.2f} GiB but {budget / GIB:.2f} GiB of {where} is available: "
+        f"this request needs about {_size(needed)} but {_size(budget)} of {where} is available: "
         "crop the label map to the region you need, or generate on a machine with more memory"
         + ("" if device.type == "cuda" else " or on a GPU (--device cuda)"))

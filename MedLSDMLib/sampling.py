@@ -58,7 +58,7 @@ def resolve_steps(sampler: str, steps: Optional[int], config: SchedulerConfig) -
         raise InputError(f"sampler {sampler!r} does not fit this model (trained as {config.kind}): use {usable}")
     total = config.num_train_timesteps
     if steps is None:
-        return (info.default_steps or total) if info.any_steps else total
+        return min(info.default_steps or total, total) if info.any_steps else total
     if steps < 1:
         raise InputError(f"--steps {steps}: the number of steps must be at least 1")
     if steps > total:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Tuple, Union
 
@@ -122,16 +123,16 @@ def numbered_paths(path: PathLike, count: int) -> List[Path]:
 
 
 def write_image(image: sitk.Image, path: PathLike) -> Path:
-    """Write atomically: a hidden temporary file in the same folder, renamed when complete."""
+    """Write atomically: into a hidden temporary folder beside the output, then renamed into place
+    (a detached header's data file first, so that .nhdr/.mhd name their data file after the output)."""
     path = Path(path)
-    suffix = suffix_of(path)
-    temporary = path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.partial-{os.getpid()}{suffix}")
-    try:
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.partial-") as scratch:
+        temporary = Path(scratch) / path.name
         sitk.WriteImage(image, str(temporary), useCompression=True)
+        for data_file in Path(scratch).iterdir():
+            if data_file != temporary:
+                os.replace(data_file, path.with_name(data_file.name))
         os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
     return path
 
 
