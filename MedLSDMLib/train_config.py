@@ -157,8 +157,8 @@ def load_run_config(path: Union[str, Path], kind: Type[T]) -> T:
     except ValueError as exc:
         raise InputError(f"config {path}: {exc}") from None
     base = path.resolve().parent
-    config.output = str(base / config.output)
-    config.data.pairs = str(base / config.data.pairs)
+    config.output = str((base / config.output).resolve())
+    config.data.pairs = str((base / config.data.pairs).resolve())
     if isinstance(config, DiffusionRun):
-        config.autoencoder = str(base / config.autoencoder)
+        config.autoencoder = str((base / config.autoencoder).resolve())
     return config
