@@ -17,6 +17,8 @@ EXAMPLES = """examples:
   medlsdm generate labels.nii.gz -o synthetic.nii.gz --seed 1
   medlsdm generate brain.seg.nrrd --reference t1.nrrd -o synthetic.nrrd --samples 4
   medlsdm models list
+  medlsdm evaluate --real real/ --synthetic synthetic/ --labels labels/ -o report
+  medlsdm benchmark --model path/to/bundle --size 64 64 64
 """
 
 
@@ -81,13 +83,20 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a VQ-GAN, then a latent diffusion model, on your data",
                             description="Train on a folder of NAME_image / NAME_label pairs. Runs unchanged under "
                                         "torchrun --nproc_per_node=N for several processes or machines.")
-    p.add_argument("stage", choices=("vqgan", "diffusion"), help="vqgan first; diffusion reads its bundle")
+    p.add_argument("stage", choices=("vqgan", "diffusion", "segmenter"),
+                   help="vqgan first; diffusion reads its bundle; segmenter: the Dice protocol's UNet")
     p.add_argument("config", help="YAML config (examples in Resources/Configs/)")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
     p.add_argument("--device", default="auto", help="auto (GPU if available) or cpu")
     p.add_argument("--progress", default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
     p.set_defaults(run=run_train)
+
+
+def _add_evaluation(commands: argparse._SubParsersAction) -> None:
+    from .cli_evaluation import add_commands
+
+    add_commands(commands)
 
 
 def run_train(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
@@ -97,9 +106,13 @@ def run_train(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[],
         raise InputError(f"unknown device {args.device!r}: use auto, cpu or cuda")
     if args.stage == "vqgan":
         from .train_vqgan import train
-    else:
+        kind: type = VQGANRun
+    elif args.stage == "diffusion":
         from .train_diffusion import train
-    config = load_run_config(args.config, VQGANRun if args.stage == "vqgan" else DiffusionRun)
+        kind = DiffusionRun
+    else:
+        from .train_segmenter import SegmenterRun as kind, train
+    config = load_run_config(args.config, kind)
     start = time.perf_counter()
     bundle = train(config, resume=args.resume, device=args.device, cancel=cancel)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -111,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medlsdm", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Synthetic 3D medical images from segmentations.")
     parser.add_argument("--version", action="version", version=f"medlsdm {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,models,train}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{generate,models,train,evaluate,benchmark,compare}")
     _add_generate(commands)
     _add_models(commands)
     _add_train(commands)
+    _add_evaluation(commands)
     return parser
 
 

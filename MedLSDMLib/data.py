@@ -100,11 +100,18 @@ def preprocess(pair: Pair, labels: Sequence[LabelEntry], spacing: Sequence[float
     if not same_grid(image, label, tolerance=1e-3):
         raise InputError(f"{pair.image.name} and {pair.label.name} are on different grids (size, spacing, origin "
                          "or direction differ): resample the label map onto its image")
+    return preprocess_images(pair.name, image, label, labels, spacing, orientation, intensity, pair.label.name)
+
+
+def preprocess_images(name: str, image: sitk.Image, label: sitk.Image, labels: Sequence[LabelEntry],
+                      spacing: Sequence[float], orientation: str, intensity: IntensityConfig,
+                      label_name: str = "the label map") -> Tuple[Case, Tuple[float, float]]:
+    """``preprocess`` for images already read and on one grid (evaluation's segmenter uses it too)."""
     values = np.unique(sitk.GetArrayViewFromImage(label))
     known = {e.value: i for i, e in enumerate(labels)}
     unknown = [int(v) for v in values if int(v) not in known or v != int(v)]
     if unknown:
-        raise InputError(f"{pair.label.name} has label value(s) {unknown[:10]} that are not in the config's label "
+        raise InputError(f"{label_name} has label value(s) {unknown[:10]} that are not in the config's label "
                          f"table ({', '.join(f'{e.value}={e.name}' for e in labels)}): add them to model.labels")
     grid = working_grid(label, spacing, orientation, 1)
     raw = image_to_array(resample(sitk.Cast(image, sitk.sitkFloat32), grid, sitk.sitkLinear,
@@ -114,7 +121,7 @@ def preprocess(pair: Pair, labels: Sequence[LabelEntry], spacing: Sequence[float
     for value, index in known.items():
         classes[values_on_grid == value] = index
     low, high = intensity_range(raw, classes > 0, intensity)
-    return Case(pair.name, normalise(raw, low, high), classes), (low, high)
+    return Case(name, normalise(raw, low, high), classes), (low, high)
 
 
 def pad_to(case: Case, size: Sequence[int]) -> Case:

@@ -15,7 +15,7 @@ from .bundle import AUTOENCODER_FILE, save_weights, write_card
 from .config import IntensityConfig, ModelCard, to_dict
 from .data import centre_patch, find_pairs, load_cases, median_range, split_pairs, summary
 from .errors import InputError
-from .figures import planes_figure
+from .figures import compare_figure
 from .networks import VQGAN
 from .train_config import VQGANRun
 from .training import Trainer
@@ -150,10 +150,10 @@ class VQGANTrainer(Trainer):
             mse = float(F.mse_loss(reconstruction, images))
             psnr.append(10 * torch.log10(torch.tensor(4.0 / max(mse, 1e-12))).item())  # data range 2
             if index == 0 and self.dist.is_main:
-                planes_figure(self.output / "figures" / f"step_{self.step:06d}.png",
-                              [("real", images[0, 0].cpu().numpy()), ("reconstruction", reconstruction[0, 0].cpu().numpy())],
-                              patch["label"].numpy(), self.card.spacing,
-                              title=f"VQ-GAN step {self.step}: {case.name}")
+                compare_figure(self.output / "figures" / f"step_{self.step:06d}.png",
+                               ("real", images[0, 0].cpu().numpy()), ("reconstruction", reconstruction[0, 0].cpu().numpy()),
+                               patch["label"].numpy(), self.card.spacing,
+                               title=f"VQ-GAN step {self.step}: {case.name}")
         self.model.train()
         return {"val_l1": sum(l1) / len(l1), "val_psnr": sum(psnr) / len(psnr)}
 

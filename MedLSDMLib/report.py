@@ -1,0 +1,71 @@
+"""Writing reports: JSON (non-finite numbers as the strings "inf", "-inf", "nan") and Markdown, each
+written to a temporary file and renamed into place only when both are complete."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .errors import InputError
+
+
+def report_paths(output: str, suffixes: Sequence[str] = (".json", ".md")) -> Tuple[Path, ...]:
+    """``-o PREFIX`` → PREFIX.json and PREFIX.md (a given .json/.md suffix is dropped), in a writable folder."""
+    path = Path(output)
+    if path.suffix.lower() in suffixes:
+        path = path.with_suffix("")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder {folder} does not exist: create it first")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output folder {folder} is not writable: choose another folder")
+    if path.is_dir():
+        raise InputError(f"-o {path} is a folder: give a report name such as {path / 'evaluation'}")
+    return tuple(path.with_name(path.name + s) for s in suffixes)
+
+
+def plain(value: Any) -> Any:
+    """``value`` with non-finite floats as strings, tuples as lists and keys as strings (strict JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def write_files(contents: Dict[Path, str]) -> List[Path]:
+    """Write every file to a hidden temporary beside it, then rename them all into place."""
+    temporaries = {}
+    try:
+        for path, text in contents.items():
+            temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
+            temporary.write_text(text, encoding="utf-8")
+            temporaries[path] = temporary
+        for path, temporary in temporaries.items():
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries.values():
+            if temporary.exists():
+                temporary.unlink()
+    return list(contents)
+
+
+def to_json(report: Dict[str, Any]) -> str:
+    return json.dumps(plain(report), indent=2, allow_nan=False) + "\n"
+
+
+def number(value: Optional[float], digits: int = 4) -> str:
+    """A table cell: '—' for undefined, '∞' for infinite."""
+    if value is None:
+        return "—"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    return f"{value:.{digits}g}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
