@@ -93,6 +93,34 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_train)
 
 
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("demo", help="generate from the bundled example map with the bundled model",
+                            description="Generate a T1 brain MRI from Resources/Examples/brain_example_label.nii.gz "
+                                        "(a tissue map no model was trained on) and write it with a figure that "
+                                        "compares it with the real image.")
+    p.add_argument("-o", "--output", default="medlsdm-demo", help="output folder (default: medlsdm-demo)")
+    p.add_argument("--model", help="bundle folder or registered name (default: the bundled demo model)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+    p.add_argument("--precision", default="auto", help="auto (bf16), fp32, bf16 or fp16")
+    p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
+    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    from .demo import run_demo as demo
+
+    start = time.perf_counter()
+    volume, figure = demo(args.output, model=args.model, seed=args.seed, steps=args.steps, device=args.device,
+                          precision=args.precision, progress=reporter.progress, cancel=cancel, log=reporter.log)
+    reporter.close()
+    print(f"synthetic volume: {volume}\ncomparison figure: {figure}\n"
+          f"total time: {time.perf_counter() - start:.1f} s", flush=True)
+    return 0
+
+
 def _add_evaluation(commands: argparse._SubParsersAction) -> None:
     from .cli_evaluation import add_commands
 
@@ -105,16 +133,16 @@ def run_train(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[],
     if args.device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device {args.device!r}: use auto, cpu or cuda")
     if args.stage == "vqgan":
-        from .train_vqgan import train
+        from .train_vqgan import VQGANTrainer as trainer
         kind: type = VQGANRun
     elif args.stage == "diffusion":
-        from .train_diffusion import train
+        from .train_diffusion import DiffusionTrainer as trainer
         kind = DiffusionRun
     else:
-        from .train_segmenter import SegmenterRun as kind, train
+        from .train_segmenter import SegmenterRun as kind, SegmenterTrainer as trainer
     config = load_run_config(args.config, kind)
     start = time.perf_counter()
-    bundle = train(config, resume=args.resume, device=args.device, cancel=cancel)
+    bundle = trainer.run(config, resume=args.resume, device=args.device, cancel=cancel)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"wrote {bundle} in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
@@ -125,11 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Synthetic 3D medical images from segmentations.")
     parser.add_argument("--version", action="version", version=f"medlsdm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{generate,models,train,evaluate,benchmark,compare}")
+                                     metavar="{demo,generate,models,train,evaluate,benchmark,compare}")
     _add_generate(commands)
     _add_models(commands)
     _add_train(commands)
     _add_evaluation(commands)
+    _add_demo(commands)
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -177,12 +177,3 @@ class DiffusionTrainer(Trainer):
                                             "data": self.data_summary}}
         write_card(folder, self.card)
         return folder
-
-
-def train(config: DiffusionRun, resume: bool = False, device: str = "auto",
-          cancel: Optional[Callable[[], bool]] = None) -> Path:
-    trainer = DiffusionTrainer(config, resume, device)
-    try:
-        return trainer.fit(trainer.batches, cancel)
-    finally:
-        trainer.dist.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -121,12 +121,3 @@ class SegmenterTrainer(Trainer):
                               "world_size": self.dist.world_size, "config": to_dict(self.config),
                               "data": self.data_summary}
         return save_segmenter(self.output / "segmenter", self.card, self.net)
-
-
-def train(config: SegmenterRun, resume: bool = False, device: str = "auto",
-          cancel: Optional[Callable[[], bool]] = None) -> Path:
-    trainer = SegmenterTrainer(config, resume, device)
-    try:
-        return trainer.fit(trainer.batches, cancel)
-    finally:
-        trainer.dist.close()

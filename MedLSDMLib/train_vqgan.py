@@ -3,7 +3,7 @@ matching after a delay, an optional perceptual loss from weights the user provid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -180,12 +180,3 @@ class VQGANTrainer(Trainer):
                                               "config": to_dict(self.config), "data": self.data_summary}}
         write_card(folder, self.card)
         return folder
-
-
-def train(config: VQGANRun, resume: bool = False, device: str = "auto",
-          cancel: Optional[Callable[[], bool]] = None) -> Path:
-    trainer = VQGANTrainer(config, resume, device)
-    try:
-        return trainer.fit(trainer.batches, cancel)
-    finally:
-        trainer.dist.close()

@@ -210,6 +210,16 @@ class Trainer:
 
                 self._tensorboard = SummaryWriter(str(self.output / "tensorboard"))
 
+    @classmethod
+    def run(cls, config: RunConfig, resume: bool = False, device: str = "auto",
+            cancel: Optional[Callable[[], bool]] = None) -> Path:
+        """Build the trainer, train, and leave the process group however it ends."""
+        trainer = cls(config, resume, device)
+        try:
+            return trainer.fit(trainer.batches, cancel)
+        finally:
+            trainer.dist.close()
+
     # -- the loop -------------------------------------------------------------------------
     def fit(self, batches: Iterator[Dict[str, torch.Tensor]], cancel: Optional[Callable[[], bool]] = None) -> Path:
         """Train up to ``settings.steps``, checkpointing and validating on the way; write the bundle.
