@@ -1,10 +1,11 @@
-# MedLSDM: `make test` creates .venv (PyTorch first, then the package) and runs the test suite.
+# MedLSDM: `make demo` and `make test` create .venv (PyTorch first, then the package) and run the
+# demo (the bundled model on the bundled example map) or the test suite.
 VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: test install clean
+.PHONY: demo test install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/medlsdm demo -o medlsdm-demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest Testing -q
