@@ -1,8 +1,12 @@
 # MedLSDM: `make demo` and `make test` create .venv (PyTorch first, then the package) and run the
-# demo (the bundled model on the bundled example map) or the test suite.
+# demo (the bundled model on the bundled example map) or the test suites. The Slicer module's logic
+# is tested on real MRML from the slicer-core package, which pins its own vtk: it gets .venv-slicer,
+# and the worker it starts runs with .venv's Python.
 VENV ?= .venv
+VENV_SLICER ?= .venv-slicer
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+SLICER_CORE ?= slicer-core==5.13.31053.0
 PY := $(VENV)/bin/python
 
 .PHONY: demo test install clean
@@ -15,13 +19,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+$(VENV_SLICER)/.installed: Makefile
+	$(PYTHON) -m venv $(VENV_SLICER)
+	$(VENV_SLICER)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_SLICER)/bin/python -m pip install --quiet "$(SLICER_CORE)" pytest numpy
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/medlsdm demo -o medlsdm-demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV_SLICER)/.installed
 	$(PY) -m pytest Testing -q
+	MEDLSDM_WORKER_PYTHON="$(abspath $(PY))" $(VENV_SLICER)/bin/python -m pytest Testing/Slicer -q --confcutdir=Testing/Slicer
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_SLICER) *.egg-info .pytest_cache

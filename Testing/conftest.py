@@ -24,6 +24,9 @@ from MedLSDMLib.config import (AutoencoderConfig, IntensityConfig, LabelEntry, M
                                UNetConfig)
 
 REPO = Path(__file__).resolve().parents[1]
+# The Slicer logic suite runs in its own environment (slicer-core pins its own vtk): `make test`
+# runs it with --confcutdir=Testing/Slicer, so this conftest is not loaded there.
+collect_ignore = ["Slicer"]
 
 # The networks are tiny: one thread is as fast as two, and stays fast when other jobs share the
 # CPU (busy-waiting OpenMP threads slow down many times on an oversubscribed machine).

@@ -1,0 +1,600 @@
+"""Generation from Slicer segmentations: export onto the reference grid, the worker process, and
+loading the results back with their geometry checked.
+
+The engine (MedLSDMLib) runs only in the worker process, so this module imports neither torch nor
+MedLSDMLib. It works in Slicer and on the MRML classes of the ``slicer-core`` package.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import slicer
+import vtk
+
+from .process import EXIT_CANCELLED, Event, WorkerProcess
+
+PathLike = Union[str, "os.PathLike[str]"]
+ProgressCallback = Callable[[str, int, int], None]
+LogCallback = Callable[[str], None]
+DEVICES = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
+GEOMETRY_TOLERANCE = 1e-4  # mm for spacing and origin, and for the direction cosines
+POLL_INTERVAL_MS = 100
+WORKER_EXIT_MESSAGES = {2: "the input cannot be used", 3: "the model is missing or damaged",
+                        4: "out of memory: crop the segmentation or choose the CPU"}
+LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class GenerationError(Exception):
+    """A generation that could not be done; the message says what is wrong and what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the engine and its resources are
+# ---------------------------------------------------------------------------------------------
+
+def _searchFolders() -> List[Path]:
+    """Installed, MedLSDMLib/ and Resources/ lie beside the module's files; in the source tree,
+    one folder up (the module is MedLSDM/MedLSDM.py there)."""
+    moduleFolder = Path(__file__).resolve().parents[1]
+    return [moduleFolder, moduleFolder.parent]
+
+
+def engineFolder() -> Path:
+    """The folder that holds the MedLSDMLib package."""
+    for folder in _searchFolders():
+        if (folder / "MedLSDMLib" / "worker.py").is_file():
+            return folder
+    raise GenerationError("the MedLSDM engine (MedLSDMLib) was not found beside the module: reinstall MedLSDM")
+
+
+def resourcesFolder() -> Path:
+    """The Resources folder (UI, icons, Models.json, examples, the bundled model)."""
+    for folder in _searchFolders():
+        if (folder / "Resources" / "Models.json").is_file():
+            return folder / "Resources"
+    raise GenerationError("Resources/Models.json was not found beside the module: reinstall MedLSDM")
+
+
+def knownModels() -> List[Dict[str, Any]]:
+    """The entries of Resources/Models.json (name, version, description, path or url)."""
+    registry = resourcesFolder() / "Models.json"
+    try:
+        return list(json.loads(registry.read_text(encoding="utf-8")).get("models", []))
+    except (OSError, ValueError, AttributeError) as exc:
+        raise GenerationError(f"{registry} is not a valid model registry ({exc}): reinstall MedLSDM") from None
+
+
+def modelFolder(model: Optional[str]) -> Optional[Path]:
+    """The local bundle folder of ``model`` (a folder, a registered name, or None for the first
+    registered model), or None when it is registered but not downloaded yet."""
+    if model is not None and Path(model).is_dir():
+        return Path(model)
+    entries = knownModels()
+    if model is None and not entries:
+        raise GenerationError("no model is registered in Resources/Models.json: choose a model bundle folder")
+    matches = entries[:1] if model is None else [e for e in entries if e.get("name") == model]
+    if not matches:
+        names = ", ".join(str(e.get("name")) for e in entries) or "none are registered"
+        raise GenerationError(f"model {model!r} is neither a bundle folder nor a known model ({names})")
+    entry = matches[0]
+    if entry.get("path"):
+        folder = resourcesFolder() / entry["path"]
+    else:
+        home = Path(os.environ.get("MEDLSDM_HOME", Path.home() / ".medlsdm"))
+        folder = home / "models" / f"{entry['name']}-{entry['version']}"
+    return folder if (folder / "model.json").is_file() else None
+
+
+def modelClasses(model: Optional[str]) -> Optional[List[Tuple[int, str]]]:
+    """(value, name) of each class of ``model``, read from its model.json; None when the model
+    is not on this computer yet (the worker downloads it and matches the names then)."""
+    folder = modelFolder(model)
+    if folder is None:
+        return None
+    try:
+        card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        return [(int(entry["value"]), str(entry["name"])) for entry in card["labels"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GenerationError(f"model {folder} has no readable label table in model.json ({exc})") from None
+
+
+def _key(name: str) -> str:
+    """Segment and class names match ignoring case, spaces, hyphens and underscores (as the engine)."""
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def findClass(text: str, classes: Sequence[Tuple[int, str]]) -> Optional[int]:
+    """The class value that a class name (or a value written as text) names, or None."""
+    for value, name in classes:
+        if _key(name) == _key(text):
+            return value
+    if re.fullmatch(r"-?\d+", text.strip()):
+        for value, _ in classes:
+            if value == int(text):
+                return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Geometry:
+    """A volume's voxel grid: dimensions, spacing, origin and IJK-to-RAS directions."""
+
+    dimensions: Tuple[int, int, int]
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float]
+    directions: Tuple[float, ...]
+
+    @classmethod
+    def of(cls, node: Any) -> "Geometry":
+        matrix = vtk.vtkMatrix4x4()
+        node.GetIJKToRASDirectionMatrix(matrix)
+        directions = tuple(matrix.GetElement(r, c) for r in range(3) for c in range(3))
+        return cls(tuple(node.GetImageData().GetDimensions()), tuple(node.GetSpacing()), tuple(node.GetOrigin()),
+                   directions)
+
+    def differences(self, other: "Geometry") -> List[str]:
+        """What differs from ``other`` beyond GEOMETRY_TOLERANCE, in words."""
+        found = []
+        if self.dimensions != other.dimensions:
+            found.append(f"size {self.dimensions} instead of {other.dimensions}")
+        for what, mine, theirs in (("spacing", self.spacing, other.spacing), ("origin", self.origin, other.origin),
+                                   ("directions", self.directions, other.directions)):
+            if any(abs(a - b) > GEOMETRY_TOLERANCE for a, b in zip(mine, theirs)):
+                found.append(f"{what} {tuple(round(v, 6) for v in mine)} instead of "
+                             f"{tuple(round(v, 6) for v in theirs)}")
+        return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class GenerationTask:
+    """One generation: ``state`` is running, done, error or cancelled; ``message`` says why it
+    failed; ``outputNodes`` (or ``outputPaths`` when written to a folder) hold the results."""
+
+    name: str
+    state: str = "running"
+    message: str = ""
+    stage: str = ""
+    step: int = 0
+    total: int = 0
+    seeds: List[int] = field(default_factory=list)
+    outputNodes: List[Any] = field(default_factory=list)
+    outputPaths: List[str] = field(default_factory=list)
+    temporaryFolder: Optional[str] = None
+    process: Optional[WorkerProcess] = None
+
+    def cancel(self) -> None:
+        """Stop the worker and its whole process tree; the task ends in the cancelled state."""
+        if self.state == "running" and self.process is not None:
+            self.process.cancel()
+
+
+@dataclass
+class _Job:
+    """What a started worker needs when it ends: where its output goes and how to check it."""
+
+    task: GenerationTask
+    labelName: str
+    scene: Any
+    geometry: Optional[Geometry]
+    referenceNode: Any
+    outputVolumeNode: Any
+    load: bool
+    progressCallback: Optional[ProgressCallback]
+    logCallback: Optional[LogCallback]
+    finishedCallback: Optional[Callable[[GenerationTask], None]]
+    errorEvent: Optional[Event] = None
+    doneEvent: Optional[Event] = None
+
+
+@dataclass
+class BatchItem:
+    """The outcome of one input of a batch."""
+
+    input: str
+    ok: bool
+    output: List[Any]
+    message: str = ""
+
+    def __str__(self) -> str:
+        if not self.ok:
+            return f"FAILED {self.input}: {self.message}"
+        names = [o if isinstance(o, str) else o.GetName() for o in self.output]
+        return f"ok     {self.input} -> {', '.join(names)}"
+
+
+class GenerationLogic:
+    """Export a segmentation, run the worker on it, load and check what it made.
+
+    ``pythonExecutable``: the Python that runs the worker (default: $MEDLSDM_WORKER_PYTHON, else
+    Slicer's PythonSlicer). ``debug``: keep every temporary folder. ``temporaryRoot``: where the
+    private temporary folders are made (default: Slicer's temporary folder)."""
+
+    def __init__(self) -> None:
+        self.pythonExecutable: Optional[str] = os.environ.get("MEDLSDM_WORKER_PYTHON") or None
+        self.debug = False
+        self.temporaryRoot: Optional[str] = None
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def workerPython(self) -> str:
+        if self.pythonExecutable:
+            return self.pythonExecutable
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+        beside = Path(sys.executable).with_name("PythonSlicer.exe" if os.name == "nt" else "PythonSlicer")
+        if beside.is_file():
+            return str(beside)
+        raise GenerationError("PythonSlicer was not found: run MedLSDM inside 3D Slicer, or set "
+                              "MEDLSDM_WORKER_PYTHON to a Python that has MedLSDM's requirements")
+
+    def workerEnvironment(self) -> Dict[str, str]:
+        """Slicer's startup environment (without Slicer's own Python settings) plus the engine's
+        folder on PYTHONPATH and MEDLSDM_RESOURCES."""
+        env = dict(slicer.util.startupEnvironment())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(engineFolder()), env.get("PYTHONPATH", "")) if p)
+        env["MEDLSDM_RESOURCES"] = str(resourcesFolder())
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def workerCommand(self, labels: PathLike, output: PathLike, *, model: Optional[str] = None,
+                      steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
+                      samples: int = 1, device: str = "auto", mapArgs: Sequence[str] = ()) -> List[str]:
+        """The worker's command line (a list: never a shell string)."""
+        if device.lower() not in DEVICES:
+            raise GenerationError(f"unknown device {device!r}: use auto, GPU or CPU")
+        args = [self.workerPython(), "-m", "MedLSDMLib.worker", str(labels), "-o", str(output),
+                "--device", DEVICES[device.lower()], "--samples", str(int(samples))]
+        for flag, value in (("--model", model), ("--steps", steps), ("--guidance", guidance), ("--seed", seed)):
+            if value is not None:
+                args += [flag, str(value)]
+        for pair in mapArgs:
+            args += ["--map", pair]
+        return args
+
+    # -- export ------------------------------------------------------------------------------
+
+    def labelValues(self, segmentationNode: Any, segmentIds: Sequence[str], model: Optional[str],
+                    mapping: Optional[Mapping[str, str]] = None) -> Tuple[Dict[str, int], List[str]]:
+        """Label value of each segment name in the exported map (1, 2, ... in segment order) and the
+        worker's ``--map VALUE=CLASS`` arguments. A segment maps to the class of its name, or of
+        ``mapping[name]``. When the model's classes are known here, every unmatched segment is
+        named in one GenerationError; otherwise the worker matches the names."""
+        segmentation = segmentationNode.GetSegmentation()
+        names: List[str] = []
+        for segmentId in segmentIds:
+            name = segmentation.GetSegment(segmentId).GetName()
+            if name not in names:
+                names.append(name)
+        mapping = dict(mapping or {})
+        byKey = {_key(k): v for k, v in mapping.items()}
+        unknown = [k for k in mapping if _key(k) not in {_key(n) for n in names}]
+        if unknown:
+            raise GenerationError(f"the mapping names segment(s) {', '.join(map(repr, unknown))} that "
+                                  f"{segmentationNode.GetName()} does not have: its segments are {', '.join(names)}")
+        classes = modelClasses(model)
+        values = {name: index + 1 for index, name in enumerate(names)}
+        targets = {name: byKey.get(_key(name), name) for name in names}
+        if classes is None:
+            return values, [f"{values[n]}={targets[n]}" for n in names]
+        found = {name: findClass(targets[name], classes) for name in names}
+        unmatched = [name for name in names if found[name] is None]
+        if unmatched:
+            table = ", ".join(f"{v}={n}" for v, n in classes)
+            raise GenerationError(f"segment(s) {', '.join(map(repr, unmatched))} of {segmentationNode.GetName()} "
+                                  f"match no class of the model ({table}): rename them, or map them to a class")
+        return values, [f"{values[n]}={found[n]}" for n in names]
+
+    def exportLabelmap(self, segmentationNode: Any, referenceVolumeNode: Any, segmentIds: Sequence[str],
+                       values: Mapping[str, int], path: PathLike) -> Geometry:
+        """Write the segments as a label map (value per segment name, later segments on top) on the
+        reference volume's grid, or on the segmentation's own grid; returns that grid."""
+        colors = slicer.vtkMRMLColorTableNode()
+        colors.SetTypeToUser()
+        colors.SetNumberOfColors(max(values.values()) + 1)
+        colors.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
+        for name, value in values.items():
+            colors.SetColor(value, name, 1.0, 1.0, 1.0, 1.0)
+        ids = vtk.vtkStringArray()
+        for segmentId in segmentIds:
+            ids.InsertNextValue(segmentId)
+        scene = segmentationNode.GetScene()
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MedLSDM export")
+        try:
+            exported = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                segmentationNode, ids, labelmap, referenceVolumeNode, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
+                colors)
+            where = f"the grid of {referenceVolumeNode.GetName()}" if referenceVolumeNode else "its own grid"
+            if not exported or labelmap.GetImageData() is None:
+                raise GenerationError(f"segmentation {segmentationNode.GetName()} could not be exported on {where}")
+            if labelmap.GetImageData().GetScalarRange()[1] <= 0:
+                raise GenerationError(f"segmentation {segmentationNode.GetName()} is empty on {where}: paint at "
+                                      "least one segment (Segment Editor), or choose the volume it was painted on")
+            geometry = Geometry.of(labelmap)
+            storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+            storage.SetFileName(str(path))
+            storage.UseCompressionOff()
+            if not storage.WriteData(labelmap):
+                raise GenerationError(f"the exported label map could not be written to {path}: check the disk")
+            return geometry
+        finally:
+            display = labelmap.GetDisplayNode()
+            colorNode = display.GetColorNode() if display is not None else None
+            for node in (colorNode, display, labelmap):
+                if node is not None and node.GetScene() is scene:
+                    scene.RemoveNode(node)
+
+    # -- generation --------------------------------------------------------------------------
+
+    def generate(self, segmentationNode: Any, referenceVolumeNode: Any = None, *, model: Optional[str] = None,
+                 steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
+                 samples: int = 1, device: str = "auto", mapping: Optional[Mapping[str, str]] = None,
+                 segmentIds: Optional[Sequence[str]] = None, outputVolumeNode: Any = None,
+                 waitForCompletion: bool = True, progressCallback: Optional[ProgressCallback] = None,
+                 logCallback: Optional[LogCallback] = None,
+                 finishedCallback: Optional[Callable[[GenerationTask], None]] = None) -> Any:
+        """Generate synthetic volume(s) from ``segmentationNode`` on the grid of ``referenceVolumeNode``
+        (default: the segmentation's own grid).
+
+        Blocking (default): returns the new volume node (a list of nodes when samples > 1) or raises
+        GenerationError with a message for the user. With ``waitForCompletion=False`` it returns
+        the GenerationTask at once; progress, log lines and the end arrive through the callbacks
+        (a bad input too: the task ends in the error state)."""
+        if segmentationNode is None:
+            raise ValueError("segmentationNode is required")
+        task = GenerationTask(segmentationNode.GetName())
+        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), None, referenceVolumeNode,
+                   outputVolumeNode, True, progressCallback, logCallback, finishedCallback)
+        try:
+            ids = list(segmentIds) if segmentIds is not None else self._segmentIds(segmentationNode)
+            values, mapArgs = self.labelValues(segmentationNode, ids, model, mapping)
+            task.temporaryFolder = self._makeTemporaryFolder()
+            labels = Path(task.temporaryFolder) / "labels.nrrd"
+            job.geometry = self.exportLabelmap(segmentationNode, referenceVolumeNode, ids, values, labels)
+            args = self.workerCommand(labels, Path(task.temporaryFolder) / "synthetic.nrrd", model=model, steps=steps,
+                                      guidance=guidance, seed=seed, samples=samples, device=device, mapArgs=mapArgs)
+        except GenerationError as exc:
+            self._finish(job, "error", str(exc))
+            if waitForCompletion:
+                raise
+            return task
+        self._start(job, args, waitForCompletion)
+        if not waitForCompletion:
+            return task
+        if task.state != "done":
+            raise GenerationError(task.message)
+        return task.outputNodes[0] if samples == 1 else list(task.outputNodes)
+
+    def generateBatch(self, inputs: Sequence[Any], outputFolder: Optional[PathLike] = None, *,
+                      scene: Any = None, model: Optional[str] = None, steps: Optional[int] = None,
+                      guidance: Optional[float] = None, seed: Optional[int] = None, samples: int = 1,
+                      device: str = "auto", mapping: Optional[Mapping[str, str]] = None,
+                      logCallback: Optional[LogCallback] = None) -> List[BatchItem]:
+        """Generate from each input in turn and go on past failures.
+
+        ``inputs``: segmentation nodes, or files (.seg.nrrd segmentations, label maps) that the
+        worker reads directly. With ``outputFolder`` every result is written there as
+        NAME_synthetic.nrrd; without it, results are loaded into ``scene`` (default: Slicer's scene;
+        for nodes, the node's scene). Returns one BatchItem per input."""
+        if outputFolder is not None and not Path(outputFolder).is_dir():
+            raise GenerationError(f"output folder {outputFolder} does not exist: create it first")
+        options = dict(model=model, steps=steps, guidance=guidance, seed=seed, samples=samples, device=device)
+        results = []
+        for item in inputs:
+            isFile = isinstance(item, (str, os.PathLike))
+            name = str(item) if isFile else item.GetName()
+            try:
+                if isFile:
+                    outputs = self._generateFromFile(Path(item), outputFolder, scene, mapping, logCallback, options)
+                elif outputFolder is not None:
+                    outputs = self._generateNodeToFolder(item, Path(outputFolder), mapping, logCallback, options)
+                else:
+                    result = self.generate(item, mapping=mapping, logCallback=logCallback, **options)
+                    outputs = result if isinstance(result, list) else [result]
+                results.append(BatchItem(name, True, outputs))
+            except GenerationError as exc:
+                logging.error(f"MedLSDM: {name}: {exc}")
+                results.append(BatchItem(name, False, [], str(exc)))
+        return results
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _segmentIds(segmentationNode: Any) -> List[str]:
+        ids = vtk.vtkStringArray()
+        segmentationNode.GetSegmentation().GetSegmentIDs(ids)
+        if ids.GetNumberOfValues() == 0:
+            raise GenerationError(f"segmentation {segmentationNode.GetName()} has no segments: add and paint "
+                                  "at least one segment (Segment Editor)")
+        return [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
+
+    def _makeTemporaryFolder(self) -> str:
+        root = self.temporaryRoot or getattr(slicer.app, "temporaryPath", None) or None
+        return tempfile.mkdtemp(prefix="MedLSDM-", dir=root)
+
+    @staticmethod
+    def _outputName(source: str) -> str:
+        for suffix in LABEL_SUFFIXES:
+            if source.lower().endswith(suffix):
+                source = source[: -len(suffix)]
+                break
+        return re.sub(r"[^\w\-.]+", "_", source).strip("_") or "segmentation"
+
+    def _generateFromFile(self, path: Path, outputFolder: Optional[PathLike], scene: Any,
+                          mapping: Optional[Mapping[str, str]], logCallback: Optional[LogCallback],
+                          options: Dict[str, Any]) -> List[Any]:
+        if not path.is_file():
+            raise GenerationError(f"{path} does not exist or is not a file")
+        task = GenerationTask(path.name)
+        load = outputFolder is None
+        folder = Path(outputFolder) if outputFolder is not None else None
+        if load:
+            task.temporaryFolder = self._makeTemporaryFolder()
+            folder = Path(task.temporaryFolder)
+        assert folder is not None
+        mapArgs = [f"{k}={v}" for k, v in (mapping or {}).items()]
+        job = _Job(task, self._outputName(path.name), scene or slicer.mrmlScene, None, None, None, load, None,
+                   logCallback, None)
+        try:
+            args = self.workerCommand(path.resolve(), folder / f"{self._outputName(path.name)}_synthetic.nrrd",
+                                      mapArgs=mapArgs, **options)
+        except GenerationError as exc:
+            self._finish(job, "error", str(exc))
+            raise
+        self._start(job, args, waitForCompletion=True)
+        if task.state != "done":
+            raise GenerationError(task.message)
+        return list(task.outputNodes) if load else list(task.outputPaths)
+
+    def _generateNodeToFolder(self, segmentationNode: Any, outputFolder: Path, mapping: Optional[Mapping[str, str]],
+                              logCallback: Optional[LogCallback], options: Dict[str, Any]) -> List[str]:
+        task = GenerationTask(segmentationNode.GetName())
+        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), None, None, None, False, None,
+                   logCallback, None)
+        try:
+            ids = self._segmentIds(segmentationNode)
+            values, mapArgs = self.labelValues(segmentationNode, ids, options["model"], mapping)
+            task.temporaryFolder = self._makeTemporaryFolder()
+            labels = Path(task.temporaryFolder) / "labels.nrrd"
+            self.exportLabelmap(segmentationNode, None, ids, values, labels)
+            output = outputFolder / f"{self._outputName(segmentationNode.GetName())}_synthetic.nrrd"
+            args = self.workerCommand(labels, output, mapArgs=mapArgs, **options)
+        except GenerationError as exc:
+            self._finish(job, "error", str(exc))
+            raise
+        self._start(job, args, waitForCompletion=True)
+        if task.state != "done":
+            raise GenerationError(task.message)
+        return list(task.outputPaths)
+
+    def _start(self, job: _Job, args: List[str], waitForCompletion: bool) -> None:
+        """Start the worker; blocking, return when it has ended, else poll it from a QTimer."""
+        try:
+            env = self.workerEnvironment()
+            logging.info(f"MedLSDM: {' '.join(args)}")
+            job.task.process = WorkerProcess(args, env, lambda event: self._onEvent(job, event))
+        except (GenerationError, OSError) as exc:
+            self._finish(job, "error", str(exc) if isinstance(exc, GenerationError)
+                         else f"the worker could not be started ({exc}): check the Python it runs with")
+            return
+        if waitForCompletion:
+            job.task.process.wait(idle=slicer.app.processEvents)
+            self._onExit(job)
+        else:
+            import qt
+
+            def check() -> None:
+                if job.task.process.poll():
+                    self._onExit(job)
+                else:
+                    qt.QTimer.singleShot(POLL_INTERVAL_MS, check)
+
+            qt.QTimer.singleShot(POLL_INTERVAL_MS, check)
+
+    def _onEvent(self, job: _Job, event: Event) -> None:
+        kind = event.get("type")
+        if kind == "progress":
+            job.task.stage, job.task.step, job.task.total = str(event.get("stage", "")), int(event.get("step", 0)), \
+                int(event.get("total", 0))
+            if job.progressCallback is not None:
+                job.progressCallback(job.task.stage, job.task.step, job.task.total)
+        elif kind == "error":
+            job.errorEvent = event
+        elif kind == "done":
+            job.doneEvent = event
+        elif kind == "log":
+            message = str(event.get("message", ""))
+            logging.info(f"MedLSDM worker: {message}")
+            if job.logCallback is not None:
+                job.logCallback(message)
+
+    def _onExit(self, job: _Job) -> None:
+        process = job.task.process
+        assert process is not None
+        code = process.returncode
+        if process.cancelRequested or code == EXIT_CANCELLED:
+            self._finish(job, "cancelled", "cancelled; nothing was generated")
+        elif code != 0 or job.doneEvent is None:
+            if job.errorEvent is not None:
+                message = str(job.errorEvent.get("message", ""))
+            else:
+                reason = WORKER_EXIT_MESSAGES.get(code or 0, "it failed")
+                message = f"the worker ended with exit code {code} ({reason}): see the log for details"
+            self._finish(job, "error", message)
+        else:
+            try:
+                self._collect(job)
+            except GenerationError as exc:
+                self._finish(job, "error", str(exc))
+            else:
+                self._finish(job, "done", "")
+
+    def _collect(self, job: _Job) -> None:
+        """Record the worker's outputs; load them as volumes (checking their geometry) if asked."""
+        assert job.doneEvent is not None
+        paths = [str(p) for p in job.doneEvent.get("paths") or [job.doneEvent["path"]]]
+        seeds = [int(s) for s in job.doneEvent.get("seeds", [])]
+        job.task.seeds, job.task.outputPaths = seeds, paths
+        if not job.load:
+            return
+        for index, path in enumerate(paths):
+            seed = seeds[index] if index < len(seeds) else None
+            target = job.outputVolumeNode if index == 0 and job.outputVolumeNode is not None else None
+            job.task.outputNodes.append(self._load(job, path, seed, target))
+
+    def _load(self, job: _Job, path: str, seed: Optional[int], target: Any) -> Any:
+        scene = job.scene
+        name = f"{job.labelName} synthetic" + (f" seed {seed}" if seed is not None else "")
+        node = target or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(path)
+        if not storage.ReadData(node) or node.GetImageData() is None:
+            if target is None:
+                scene.RemoveNode(node)
+            raise GenerationError(f"the generated volume {path} could not be read")
+        if job.geometry is not None:
+            differences = Geometry.of(node).differences(job.geometry)
+            if differences:
+                if target is None:
+                    scene.RemoveNode(node)
+                reference = job.referenceNode.GetName() if job.referenceNode else "the segmentation"
+                raise GenerationError(f"the generated volume does not lie on the grid of {reference}: "
+                                      f"{'; '.join(differences)} (please report this)")
+        if job.referenceNode is not None:
+            node.SetAndObserveTransformNodeID(job.referenceNode.GetTransformNodeID())
+        if node.GetDisplayNode() is None:
+            node.CreateDefaultDisplayNodes()
+        return node
+
+    def _finish(self, job: _Job, state: str, message: str) -> None:
+        """Set the final state, tidy the temporary folder (kept when the worker failed, and in debug
+        mode), and tell the caller."""
+        task = job.task
+        task.state, task.message = state, message
+        folder = task.temporaryFolder
+        if folder is not None:
+            if (state == "error" and task.process is not None) or self.debug:
+                logging.info(f"MedLSDM: temporary files kept in {folder}")
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+        if state == "error":
+            logging.error(f"MedLSDM: {task.name}: {message}")
+        if job.finishedCallback is not None:
+            job.finishedCallback(task)

@@ -1,0 +1,163 @@
+"""The module's logic on real MRML (slicer-core) with the real worker process on a tiny model."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pytest
+import slicer
+import slicer.util
+
+from MedLSDMSlicer.logic import GenerationError, GenerationLogic, Geometry
+
+from conftest import (addReferenceVolume, addSegmentation, ijkToRas, livingProcessesInGroup, nodesOfClass, rotation,
+                      runEventLoop, shells)
+
+
+def temporaryEntries() -> List[str]:
+    return sorted(os.listdir(slicer.app.temporaryPath))
+
+
+def test_names_map_to_classes_and_unmatched_segments_are_all_named(scene, bundle: Path) -> None:
+    reference = addReferenceVolume(scene)
+    logic = GenerationLogic()
+    segmentation = addSegmentation(scene, reference, ("csf", "Grey Matter", "white_matter"))
+    ids = logic._segmentIds(segmentation)
+    values, mapArgs = logic.labelValues(segmentation, ids, str(bundle))
+    assert values == {"csf": 1, "Grey Matter": 2, "white_matter": 3}
+    assert mapArgs == ["1=1", "2=2", "3=3"]  # segment label value = the model's class value
+
+    renamed = addSegmentation(scene, reference, ("Tumor", "grey matter", "Edema"), name="lesions")
+    with pytest.raises(GenerationError) as raised:
+        logic.labelValues(renamed, logic._segmentIds(renamed), str(bundle))
+    message = str(raised.value)
+    assert "'Tumor'" in message and "'Edema'" in message and "grey matter" not in message.split("match")[0]
+    assert "0=background, 1=csf, 2=grey matter, 3=white matter" in message
+
+    values, mapArgs = logic.labelValues(renamed, logic._segmentIds(renamed), str(bundle),
+                                        {"tumor": "white matter", "Edema": "1"})
+    assert mapArgs == ["1=3", "2=2", "3=1"]
+    with pytest.raises(GenerationError, match="'Necrosis'"):
+        logic.labelValues(renamed, logic._segmentIds(renamed), str(bundle), {"Necrosis": "csf"})
+
+
+def test_export_puts_each_segment_on_the_reference_grid(scene, tmp_path: Path) -> None:
+    reference = addReferenceVolume(scene)
+    segmentation = addSegmentation(scene, reference)
+    logic = GenerationLogic()
+    nodesBefore = scene.GetNumberOfNodes()
+    path = tmp_path / "labels.nrrd"
+    geometry = logic.exportLabelmap(segmentation, reference, logic._segmentIds(segmentation),
+                                    {"csf": 1, "Grey Matter": 2, "white_matter": 3}, path)
+    assert scene.GetNumberOfNodes() == nodesBefore  # the export's own nodes are gone again
+    assert geometry.differences(Geometry.of(reference)) == []
+    labels = slicer.vtkMRMLLabelMapVolumeNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(labels)
+    outer, middle, inner = shells()
+    expected = np.where(inner > 0, 3, np.where(middle > 0, 2, np.where(outer > 0, 1, 0)))
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(labels), expected)
+    np.testing.assert_allclose(ijkToRas(labels), ijkToRas(reference), rtol=0, atol=1e-9)
+
+
+def test_generate_loads_a_volume_with_the_exact_geometry_of_the_oblique_reference(scene, bundle: Path) -> None:
+    """The segmentation is painted on one oblique grid and generated on the reference volume's,
+    which differs in size, spacing, origin and directions."""
+    painted = addReferenceVolume(scene, "painted on")
+    segmentation = addSegmentation(scene, painted)
+    reference = addReferenceVolume(scene, "T1", size=(19, 23, 15), spacing=(1.1, 1.4, 2.0), origin=(8.0, -3.0, 5.0),
+                                   directions=rotation((3.0, -1.0, 2.0), 17.0))
+    events: List[Tuple[str, int, int]] = []
+    node = GenerationLogic().generate(segmentation, reference, model=str(bundle), steps=2, seed=3, device="CPU",
+                                      progressCallback=lambda *event: events.append(event))
+    assert node.GetName() == "brain synthetic seed 3"
+    assert node.GetScene() is scene and node.GetDisplayNode() is not None
+    assert node.GetImageData().GetDimensions() == reference.GetImageData().GetDimensions()
+    np.testing.assert_allclose(ijkToRas(node), ijkToRas(reference), rtol=0, atol=1e-6)
+    voxels = slicer.util.arrayFromVolume(node)
+    assert np.isfinite(voxels).all() and voxels.std() > 0
+    assert voxels.min() >= -100 - 1e-3 and voxels.max() <= 300 + 1e-3  # the tiny model's intensity window
+    assert ("sample", 2, 2) in events and all(0 < step <= total for _, step, total in events)
+    assert temporaryEntries() == []
+    assert nodesOfClass(scene, "vtkMRMLLabelMapVolumeNode") == []
+
+
+def test_cancel_ends_the_worker_and_leaves_nothing(scene, bundle: Path) -> None:
+    reference = addReferenceVolume(scene)
+    segmentation = addSegmentation(scene, reference)
+    finished = []
+    sampling = []
+    task = GenerationLogic().generate(segmentation, reference, model=str(bundle), steps=1000, seed=1, device="cpu",
+                                      waitForCompletion=False, finishedCallback=finished.append,
+                                      progressCallback=lambda stage, step, total: sampling.append(step))
+    assert task.state == "running" and task.process is not None
+    runEventLoop(lambda: len(sampling) > 0)
+    task.cancel()
+    runEventLoop(lambda: task.state != "running", timeout=30)
+    assert task.state == "cancelled" and finished == [task]
+    assert sampling[-1] < 1000
+    assert livingProcessesInGroup(task.process.pid) == []
+    assert task.outputNodes == [] and nodesOfClass(scene, "vtkMRMLScalarVolumeNode") == [reference]
+    assert temporaryEntries() == []
+
+
+def test_an_empty_segmentation_ends_in_the_error_state(scene, bundle: Path) -> None:
+    reference = addReferenceVolume(scene)
+    noSegments = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "nothing")
+    finished = []
+    task = GenerationLogic().generate(noSegments, reference, model=str(bundle), waitForCompletion=False,
+                                      finishedCallback=finished.append)
+    assert task.state == "error" and finished == [task]
+    assert "nothing has no segments" in task.message
+
+    unpainted = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "unpainted")
+    unpainted.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    unpainted.GetSegmentation().AddEmptySegment("", "csf")
+    with pytest.raises(GenerationError, match="unpainted is empty on the grid of T1"):
+        GenerationLogic().generate(unpainted, reference, model=str(bundle))
+    assert temporaryEntries() == []
+    assert nodesOfClass(scene, "vtkMRMLScalarVolumeNode") == [reference]
+
+
+def test_an_unmapped_segment_ends_in_the_error_state(scene, bundle: Path) -> None:
+    reference = addReferenceVolume(scene)
+    segmentation = addSegmentation(scene, reference, ("csf", "Tumor"))
+    task = GenerationLogic().generate(segmentation, reference, model=str(bundle), waitForCompletion=False)
+    assert task.state == "error" and task.process is None
+    assert "'Tumor'" in task.message and "rename them, or map them" in task.message
+    assert temporaryEntries() == []
+
+
+def test_batch_goes_on_past_a_failing_input(scene, bundle: Path, tmp_path: Path) -> None:
+    reference = addReferenceVolume(scene)
+    segmentation = addSegmentation(scene, reference, name="case 1")
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    outer, middle, _ = shells()
+    files = {}
+    for name, voxels in (("good", outer + middle), ("bad", outer * 7)):  # 7 is no class of the model
+        slicer.util.updateVolumeFromArray(labelmap, voxels.astype(np.int16))
+        labelmap.SetSpacing(*reference.GetSpacing())
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        files[name] = tmp_path / f"{name}.nrrd"
+        storage.SetFileName(str(files[name]))
+        assert storage.WriteData(labelmap)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    summary = GenerationLogic().generateBatch([segmentation, str(files["bad"]), files["good"]], out,
+                                              model=str(bundle), steps=2, seed=5, device="cpu")
+    assert [item.ok for item in summary] == [True, False, True]
+    assert summary[0].output == [str(out / "case_1_synthetic.nrrd")]
+    assert summary[2].output == [str(out / "good_synthetic.nrrd")]
+    assert "value(s) 7" in summary[1].message and summary[1].output == []
+    assert str(summary[1]).startswith("FAILED") and str(summary[2]).startswith("ok")
+    assert sorted(os.listdir(out)) == ["case_1_synthetic.nrrd", "good_synthetic.nrrd"]
+    written = slicer.vtkMRMLScalarVolumeNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(out / "case_1_synthetic.nrrd"))
+    assert storage.ReadData(written)
+    assert Geometry.of(written).differences(Geometry.of(reference)) == []
+    assert temporaryEntries() == []  # file inputs written to a folder need none; the node's is removed
