@@ -1,0 +1,562 @@
+"""MedLSDM: synthetic 3D medical images from segmentations (3D Slicer scripted module).
+
+The engine runs in a separate worker process (``PythonSlicer -m MedLSDMLib.worker``); this module
+imports neither torch nor MedLSDMLib. PyTorch and the engine's other requirements are installed on
+the first Generate, never at import. Python 3.9 syntax (Slicer 5.8) and up.
+"""
+import logging
+import os
+import re
+import sys
+from typing import Annotated, List, Optional
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.util import VTKObservationMixin
+
+from MedLSDMSlicer.logic import (GenerationError, GenerationLogic, GenerationTask, Geometry, knownModels, modelClasses,
+                                 modelFolder, resourcesFolder)
+
+# The engine's requirements other than PyTorch (numpy and SimpleITK come with Slicer: never reinstalled).
+REQUIREMENTS = ["monai>=1.5", "einops>=0.6", "scipy>=1.7", "safetensors>=0.4", "slicerio>=1.0", "tqdm>=4.60",
+                "PyYAML>=6.0"]
+TORCH_REQUIREMENT = ">=2.1"
+DEVICE_CHOICES = ["auto", "GPU", "CPU"]
+STAGE_NAMES = {"download": "Downloading model", "prepare": "Preparing", "sample": "Sampling", "decode": "Decoding",
+               "write": "Writing"}
+
+
+class MedLSDM(ScriptedLoadableModule):
+    """Module description for Slicer's module list."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "MedLSDM"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = ["Segmentations"]
+        self.parent.contributors = ["MedLSDM contributors"]
+        self.parent.helpText = (
+            "Generate a realistic synthetic 3D image from a segmentation with a latent semantic diffusion model "
+            "(3D VQ-GAN + SPADE latent diffusion). Choose a segmentation whose segment names are classes of the "
+            "model, optionally the real volume whose grid the result takes, and click Generate. "
+            "Review shows the real and the generated image side by side.")
+        self.parent.acknowledgementText = (
+            "MedLSDM follows the Med-LSDM method (arXiv 2507.00206) and is built on MONAI's generative networks.")
+        icon = os.path.join(_resources(), "Icons", "MedLSDM.png")
+        if os.path.isfile(icon):
+            self.parent.icon = qt.QIcon(icon)
+
+
+def _resources() -> str:
+    """The Resources folder, or the module's own folder when it cannot be found (then the module
+    still loads and Generate reports the problem)."""
+    try:
+        return str(resourcesFolder())
+    except GenerationError:
+        return os.path.dirname(__file__)
+
+
+@parameterNodeWrapper
+class MedLSDMParameterNode:
+    """The module's settings, saved with the scene. ``steps`` 0 and ``guidance`` below 0 mean the
+    model's default; ``model`` is a registered name or a bundle folder ("" for the first model)."""
+
+    segmentation: vtkMRMLSegmentationNode
+    referenceVolume: vtkMRMLScalarVolumeNode
+    outputVolume: vtkMRMLScalarVolumeNode
+    model: str = ""
+    steps: Annotated[int, WithinRange(0, 1000)] = 0
+    guidance: Annotated[float, WithinRange(-0.5, 20.0)] = -0.5
+    seed: Annotated[int, WithinRange(0, 2147483647)] = 1
+    randomSeed: bool = False
+    samples: Annotated[int, WithinRange(1, 16)] = 1
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+
+
+class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: inputs, sampling options, Generate/Cancel, progress, log and Review."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic: Optional[MedLSDMLogic] = None
+        self._parameterNode: Optional[MedLSDMParameterNode] = None
+        self._parameterNodeGuiTag = None
+        self._observedSegmentation = None
+        self._task: Optional[GenerationTask] = None
+        self._lastResult = None
+        self._review: Optional[dict] = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(os.path.join(_resources(), "UI", "MedLSDM.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MedLSDMLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self._fillModels()
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.browseModelButton.connect("clicked()", self.onBrowseModel)
+        self.ui.generateButton.connect("clicked()", self.onGenerateButton)
+        self.ui.reviewButton.connect("toggled(bool)", self.onReviewToggled)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._lastResult = None
+        self._review = None
+        self.ui.reviewButton.checked = False
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # -- parameter node ------------------------------------------------------------------------
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.segmentation:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+            if first:
+                self._parameterNode.segmentation = first
+
+    def setParameterNode(self, parameterNode: Optional[MedLSDMParameterNode]) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
+        """Everything the connected widgets do not do by themselves: the model choice, the seed box,
+        the segmentation's segment observers, and whether Generate and Review can be used."""
+        p = self._parameterNode
+        self._observeSegmentation(p.segmentation if p else None)
+        if p is None:
+            self.ui.generateButton.enabled = False
+            return
+        self._selectModel(p.model)
+        self.ui.seedSpinBox.enabled = not p.randomSeed
+        if self._task is not None and self._task.state == "running":
+            return
+        missing = self._missingInput()
+        self.ui.generateButton.enabled = not missing
+        self.ui.generateButton.toolTip = missing or "Generate a synthetic image from the segmentation"
+        self._updateReviewButton()
+
+    def _missingInput(self) -> str:
+        """What the user must still choose before Generate can run ("" when nothing)."""
+        p = self._parameterNode
+        if not p.segmentation:
+            return "Select a segmentation (paint one in Segment Editor, or load a .seg.nrrd)"
+        if p.segmentation.GetSegmentation().GetNumberOfSegments() == 0:
+            return f"Segmentation {p.segmentation.GetName()} has no segments: add and paint some in Segment Editor"
+        if self.ui.modelComboBox.count == 0:
+            return "No model is registered: choose a model bundle folder with the ... button"
+        return ""
+
+    def _observeSegmentation(self, node) -> None:
+        """Follow segments being added or removed, so that Generate's state stays right."""
+        if node is self._observedSegmentation:
+            return
+        if self._observedSegmentation is not None:
+            for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved):
+                self.removeObserver(self._observedSegmentation, event, self.updateGUIFromParameterNode)
+        self._observedSegmentation = node
+        if node is not None:
+            for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved):
+                self.addObserver(node, event, self.updateGUIFromParameterNode)
+
+    # -- models --------------------------------------------------------------------------------
+
+    def _fillModels(self) -> None:
+        combo = self.ui.modelComboBox
+        combo.clear()
+        try:
+            entries = knownModels()
+        except GenerationError as exc:
+            self._log(str(exc))
+            return
+        for entry in entries:
+            name = str(entry.get("name"))
+            try:
+                state = "installed" if modelFolder(name) is not None else "downloaded on first use"
+            except GenerationError:
+                state = "unavailable"
+            combo.addItem(f"{name} {entry.get('version', '')} ({state})", name)
+            combo.setItemData(combo.count - 1, str(entry.get("description", "")), qt.Qt.ToolTipRole)
+
+    def _selectModel(self, model: str) -> None:
+        combo = self.ui.modelComboBox
+        if not model:
+            index = 0 if combo.count else -1
+        else:
+            index = combo.findData(model)
+            if index < 0 and os.path.isdir(model):
+                combo.addItem(f"{os.path.basename(os.path.normpath(model))} (folder)", model)
+                combo.setItemData(combo.count - 1, model, qt.Qt.ToolTipRole)
+                index = combo.count - 1
+        wasBlocked = combo.blockSignals(True)
+        combo.currentIndex = index
+        combo.blockSignals(wasBlocked)
+
+    def onModelChanged(self, index: int) -> None:
+        if self._parameterNode is not None and index >= 0:
+            self._parameterNode.model = str(self.ui.modelComboBox.itemData(index))
+
+    def onBrowseModel(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Choose a MedLSDM model bundle folder")
+        if not folder:
+            return
+        if not os.path.isfile(os.path.join(folder, "model.json")):
+            slicer.util.errorDisplay(f"{folder} holds no model.json: it is not a MedLSDM model bundle.")
+            return
+        self._parameterNode.model = folder
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def onGenerateButton(self) -> None:
+        """Generate, or cancel the run in progress."""
+        if self._task is not None and self._task.state == "running":
+            self._task.cancel()
+            self.ui.generateButton.enabled = False
+            self.ui.generateButton.text = "Cancelling..."
+            return
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("MedLSDM could not start.", waitCursor=True):
+            if not self.logic.ensureDependencies():
+                self._log("Generation not started: the required Python packages are not installed.")
+                return
+            self.ui.logTextEdit.clear()
+            self._task = self.logic.generate(
+                p.segmentation, p.referenceVolume, model=p.model or None, steps=p.steps or None,
+                guidance=None if p.guidance < 0 else p.guidance, seed=None if p.randomSeed else p.seed,
+                samples=p.samples, device=p.device, outputVolumeNode=p.outputVolume, waitForCompletion=False,
+                progressCallback=self.onProgress, logCallback=self._log, finishedCallback=self.onFinished)
+            if self._task.state == "running":  # a bad input has already ended it, through onFinished
+                self.ui.progressBar.setRange(0, 0)  # busy until the first progress event
+                self._setRunning(True)
+
+    def _setRunning(self, running: bool) -> None:
+        self.ui.generateButton.text = "Cancel" if running else "Generate"
+        self.ui.generateButton.toolTip = "Stop the generation" if running else ""
+        self.ui.generateButton.enabled = True
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.samplingCollapsibleButton,
+                       self.ui.outputsCollapsibleButton):
+            widget.enabled = not running
+
+    def onProgress(self, stage: str, step: int, total: int) -> None:
+        bar = self.ui.progressBar
+        bar.setRange(0, max(total, 1))
+        bar.setValue(step)
+        bar.setFormat(f"{STAGE_NAMES.get(stage, stage)} %v/%m")
+
+    def onFinished(self, task: GenerationTask) -> None:
+        self._setRunning(False)
+        bar = self.ui.progressBar
+        bar.setRange(0, 1)
+        bar.setValue(1 if task.state == "done" else 0)
+        bar.setFormat({"done": "Done", "cancelled": "Cancelled"}.get(task.state, "Failed"))
+        if task.state == "done":
+            self._lastResult = task.outputNodes[0]
+            names = ", ".join(node.GetName() for node in task.outputNodes)
+            self._log(f"Generated {names}")
+            slicer.util.setSliceViewerLayers(background=self._lastResult, fit=True)
+        elif task.state == "cancelled":
+            self._log("Cancelled: nothing was generated.")
+        else:
+            self._log(f"Error: {task.message}")
+            slicer.util.errorDisplay(f"MedLSDM could not generate an image:\n\n{task.message}")
+        self.updateGUIFromParameterNode()
+
+    def _log(self, message: str) -> None:
+        self.ui.logTextEdit.appendPlainText(message)
+
+    # -- review --------------------------------------------------------------------------------
+
+    def _realVolume(self):
+        p = self._parameterNode
+        if p.referenceVolume:
+            return p.referenceVolume
+        if p.segmentation:
+            return p.segmentation.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+        return None
+
+    def _updateReviewButton(self) -> None:
+        button = self.ui.reviewButton
+        if button.checked:
+            return
+        synthetic = self._lastResult if self._lastResult is not None and self._lastResult.GetScene() else None
+        real = self._realVolume()
+        button.enabled = bool(synthetic and real)
+        button.toolTip = ("Show the real and the generated image side by side; click again to go back"
+                          if button.enabled else "Generate an image first, from a segmentation with a reference volume")
+
+    def onReviewToggled(self, checked: bool) -> None:
+        if checked:
+            self._review = self.logic.showReview(self._realVolume(), self._lastResult, self._parameterNode.segmentation)
+            self.ui.reviewButton.text = "Back to the previous layout"
+        else:
+            if self._review is not None:
+                self.logic.restoreReview(self._review)
+                self._review = None
+            self.ui.reviewButton.text = "Review side by side"
+            self._updateReviewButton()
+
+
+class MedLSDMLogic(GenerationLogic, ScriptedLoadableModuleLogic):
+    """The module's logic: generation (GenerationLogic) plus what needs the Slicer application:
+    the parameter node, installing dependencies, and the Review layout.
+
+    From the Python console::
+
+        logic = slicer.util.getModuleLogic("MedLSDM")
+        volume = logic.generate(getNode("Segmentation"), getNode("MRHead"), seed=1)
+        summary = logic.generateBatch(["case1.seg.nrrd", "case2.nii.gz"], outputFolder="/tmp/synthetic")
+    """
+
+    _dependenciesReady = False
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        GenerationLogic.__init__(self)
+
+    def getParameterNode(self):
+        return MedLSDMParameterNode(super().getParameterNode())
+
+    def generate(self, segmentationNode, referenceVolumeNode=None, **kwargs):
+        """GenerationLogic.generate, after making sure the worker's Python has what it needs."""
+        if not self.ensureDependencies():
+            raise GenerationError("the required Python packages are not installed: MedLSDM cannot run")
+        return super().generate(segmentationNode, referenceVolumeNode, **kwargs)
+
+    def generateBatch(self, inputs, outputFolder=None, **kwargs):
+        """GenerationLogic.generateBatch, after making sure the worker's Python has what it needs."""
+        if not self.ensureDependencies():
+            raise GenerationError("the required Python packages are not installed: MedLSDM cannot run")
+        return super().generateBatch(inputs, outputFolder, **kwargs)
+
+    # -- dependencies --------------------------------------------------------------------------
+
+    def ensureDependencies(self) -> bool:
+        """Install PyTorch (through the PyTorch extension) and the engine's other requirements into
+        Slicer's Python, asking first. False when the user declined. Nothing to do when the worker
+        runs with another Python (MEDLSDM_WORKER_PYTHON)."""
+        if MedLSDMLogic._dependenciesReady or self.pythonExecutable:
+            return True
+        if not self._ensureTorch():
+            return False
+        if not self._ensureRequirements():
+            return False
+        MedLSDMLogic._dependenciesReady = True
+        return True
+
+    @staticmethod
+    def _installedVersion(name: str) -> Optional[str]:
+        from importlib import metadata
+
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def _ensureTorch(self) -> bool:
+        if self._installedVersion("torch") is not None:
+            return True
+        try:
+            import PyTorchUtils
+        except ImportError:
+            raise GenerationError("MedLSDM needs PyTorch: install the PyTorch extension with the Extensions Manager, "
+                                  "restart Slicer, and click Generate again") from None
+        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
+                                                              torchVersionRequirement=TORCH_REQUIREMENT)
+        return torch is not None
+
+    def _missingRequirements(self) -> List[str]:
+        """The REQUIREMENTS that are absent or too old."""
+        try:
+            from packaging.requirements import Requirement
+        except ImportError:
+            Requirement = None
+        missing = []
+        for text in REQUIREMENTS:
+            name = re.split(r"[<>=!~\[ ]", text, 1)[0]
+            installed = self._installedVersion(name)
+            if installed is None or (Requirement is not None and installed not in Requirement(text).specifier):
+                missing.append(text)
+        return missing
+
+    def _ensureRequirements(self) -> bool:
+        try:
+            import slicer.packaging as packaging  # Slicer 5.12 and later
+        except ImportError:
+            packaging = None
+        if packaging is not None and hasattr(packaging, "pip_ensure"):
+            try:
+                packaging.pip_ensure(REQUIREMENTS, requester="MedLSDM", skip_in_testing=False)
+            except RuntimeError:  # the user declined
+                return False
+            return True
+        missing = self._missingRequirements()
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+                "MedLSDM needs these Python packages, which will be downloaded and installed now "
+                f"(this can take a few minutes):\n\n{', '.join(missing)}", "MedLSDM: install packages"):
+            return False
+        loaded = [text for text in missing if re.split(r"[<>=!~\[ ]", text, 1)[0].lower() in sys.modules]
+        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            slicer.util.pip_install(missing)
+        finally:
+            qt.QApplication.restoreOverrideCursor()
+        if loaded:
+            slicer.util.infoDisplay("Packages that Slicer had already loaded were updated "
+                                    f"({', '.join(loaded)}): restart Slicer before using them in other modules.",
+                                    "MedLSDM: restart recommended")
+        return True
+
+    # -- review --------------------------------------------------------------------------------
+
+    def showReview(self, realVolume, syntheticVolume, segmentationNode=None) -> dict:
+        """Side-by-side layout: the real volume in the left view, the generated one in the right,
+        slice views linked, the segmentation as an outline in both. Returns what ``restoreReview``
+        needs to go back."""
+        if realVolume is None or syntheticVolume is None:
+            raise GenerationError("Review needs a real volume (the reference) and a generated volume")
+        layoutManager = slicer.app.layoutManager()
+        state = {"layout": layoutManager.layout, "linked": {}, "outline": None}
+        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+        composites = []
+        for viewName, volume in (("Red", realVolume), ("Yellow", syntheticVolume)):
+            sliceLogic = layoutManager.sliceWidget(viewName).sliceLogic()
+            composite = sliceLogic.GetSliceCompositeNode()
+            state["linked"][viewName] = composite.GetLinkedControl()
+            composite.SetBackgroundVolumeID(volume.GetID())
+            composite.SetForegroundVolumeID(None)
+            composite.SetLabelVolumeID(None)
+            sliceLogic.GetSliceNode().SetOrientation("Axial")
+            sliceLogic.FitSliceToAll()
+            composites.append(composite)
+        for composite in composites:  # linked only now, so that neither volume choice spreads to the other view
+            composite.SetLinkedControl(True)
+        if segmentationNode is not None:
+            if segmentationNode.GetDisplayNode() is None:
+                segmentationNode.CreateDefaultDisplayNodes()
+            display = segmentationNode.GetDisplayNode()
+            state["outline"] = (segmentationNode.GetID(), display.GetVisibility(), display.GetVisibility2DFill(),
+                                display.GetVisibility2DOutline(), [display.GetNthViewNodeID(i) for i in
+                                                                   range(display.GetNumberOfViewNodeIDs())])
+            display.RemoveAllViewNodeIDs()  # shown in every view
+            display.SetVisibility(True)
+            display.SetVisibility2DFill(False)
+            display.SetVisibility2DOutline(True)
+        return state
+
+    def restoreReview(self, state: dict) -> None:
+        """Back to the layout, view links and segmentation display from before ``showReview``."""
+        layoutManager = slicer.app.layoutManager()
+        for viewName, linked in state["linked"].items():
+            widget = layoutManager.sliceWidget(viewName)
+            if widget is not None:
+                widget.sliceLogic().GetSliceCompositeNode().SetLinkedControl(linked)
+        if state["outline"] is not None:
+            segmentationId, visible, fill, outline, views = state["outline"]
+            segmentation = slicer.mrmlScene.GetNodeByID(segmentationId)
+            if segmentation is not None and segmentation.GetDisplayNode() is not None:
+                display = segmentation.GetDisplayNode()
+                display.SetVisibility(visible)
+                display.SetVisibility2DFill(fill)
+                display.SetVisibility2DOutline(outline)
+                for viewId in views:
+                    display.AddViewNodeID(viewId)
+        layoutManager.setLayout(state["layout"])
+
+
+class MedLSDMTest(ScriptedLoadableModuleTest):
+    """Slicer's self-test: generate with the first model of Models.json on an oblique, anisotropic
+    volume and check the result's geometry; a bad input must end in a message."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_generate_keeps_the_reference_geometry()
+        self.setUp()
+        self.test_empty_segmentation_is_reported()
+
+    def _referenceVolume(self):
+        import numpy as np
+
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Reference")
+        slicer.util.updateVolumeFromArray(volume, np.random.default_rng(0).normal(100, 20, (30, 52, 44)).astype(np.int16))
+        volume.SetSpacing(1.1, 0.9, 1.6)
+        volume.SetOrigin(-22.5, 17.0, -20.25)
+        angle = np.deg2rad(20.0)
+        c, s = np.cos(angle), np.sin(angle)
+        volume.SetIJKToRASDirections(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+        return volume
+
+    def test_generate_keeps_the_reference_geometry(self) -> None:
+        import numpy as np
+
+        self.delayDisplay("Generating with the first model of Models.json")
+        model = str(knownModels()[0]["name"])
+        classes = modelClasses(model)
+        self.assertIsNotNone(classes, f"model {model} is not installed")
+        foreground = [name for value, name in classes if value != 0][:3]
+        reference = self._referenceVolume()
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Tissues")
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+        grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in (30, 52, 44)], indexing="ij")
+        radius = np.sqrt(sum(g ** 2 for g in grids))
+        for name, limit in zip(foreground, (0.9, 0.65, 0.4)):
+            segmentId = segmentation.GetSegmentation().AddEmptySegment("", name)
+            slicer.util.updateSegmentBinaryLabelmapFromArray((radius < limit).astype(np.uint8), segmentation,
+                                                              segmentId, reference)
+
+        logic = MedLSDMLogic()
+        result = logic.generate(segmentation, reference, model=model, seed=1)
+        self.assertEqual(result.GetName(), "Tissues synthetic seed 1")
+        self.assertEqual(result.GetImageData().GetDimensions(), reference.GetImageData().GetDimensions())
+        self.assertEqual(Geometry.of(result).differences(Geometry.of(reference)), [])
+        voxels = slicer.util.arrayFromVolume(result)
+        self.assertTrue(np.isfinite(voxels).all() and voxels.std() > 0)
+        self.delayDisplay("Generated volume has the reference geometry")
+
+    def test_empty_segmentation_is_reported(self) -> None:
+        reference = self._referenceVolume()
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Nothing")
+        with self.assertRaises(GenerationError) as raised:
+            MedLSDMLogic().generate(segmentation, reference, model=str(knownModels()[0]["name"]))
+        self.assertIn("Nothing has no segments", str(raised.exception))
+        self.delayDisplay("Empty segmentation reported")
