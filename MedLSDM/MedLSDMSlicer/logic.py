@@ -192,13 +192,14 @@ class _Job:
     task: GenerationTask
     labelName: str
     scene: Any
-    geometry: Optional[Geometry]
-    referenceNode: Any
-    outputVolumeNode: Any
-    load: bool
-    progressCallback: Optional[ProgressCallback]
-    logCallback: Optional[LogCallback]
-    finishedCallback: Optional[Callable[[GenerationTask], None]]
+    load: bool = True
+    geometry: Optional[Geometry] = None
+    referenceNode: Any = None
+    transformNodeId: Optional[str] = None
+    outputVolumeNode: Any = None
+    progressCallback: Optional[ProgressCallback] = None
+    logCallback: Optional[LogCallback] = None
+    finishedCallback: Optional[Callable[[GenerationTask], None]] = None
     errorEvent: Optional[Event] = None
     doneEvent: Optional[Event] = None
 
@@ -360,10 +361,12 @@ class GenerationLogic:
         if segmentationNode is None:
             raise ValueError("segmentationNode is required")
         task = GenerationTask(segmentationNode.GetName())
-        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), None, referenceVolumeNode,
-                   outputVolumeNode, True, progressCallback, logCallback, finishedCallback)
+        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), referenceNode=referenceVolumeNode,
+                   transformNodeId=(segmentationNode if referenceVolumeNode is None else referenceVolumeNode).GetTransformNodeID(),
+                   outputVolumeNode=outputVolumeNode, progressCallback=progressCallback, logCallback=logCallback,
+                   finishedCallback=finishedCallback)
         try:
-            ids = list(segmentIds) if segmentIds is not None else self._segmentIds(segmentationNode)
+            ids = self._segmentIds(segmentationNode, segmentIds)
             values, mapArgs = self.labelValues(segmentationNode, ids, model, mapping)
             task.temporaryFolder = self._makeTemporaryFolder()
             labels = Path(task.temporaryFolder) / "labels.nrrd"
@@ -417,13 +420,21 @@ class GenerationLogic:
     # -- helpers -----------------------------------------------------------------------------
 
     @staticmethod
-    def _segmentIds(segmentationNode: Any) -> List[str]:
-        ids = vtk.vtkStringArray()
-        segmentationNode.GetSegmentation().GetSegmentIDs(ids)
-        if ids.GetNumberOfValues() == 0:
+    def _segmentIds(segmentationNode: Any, chosen: Optional[Sequence[str]] = None) -> List[str]:
+        """The chosen segment IDs (default: all), checked to exist; at least one."""
+        segmentation = segmentationNode.GetSegmentation()
+        if chosen is None:
+            ids = vtk.vtkStringArray()
+            segmentation.GetSegmentIDs(ids)
+            chosen = [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
+        unknown = [segmentId for segmentId in chosen if segmentation.GetSegment(segmentId) is None]
+        if unknown:
+            raise GenerationError(f"segmentation {segmentationNode.GetName()} has no segment(s) with ID "
+                                  f"{', '.join(unknown)}")
+        if not chosen:
             raise GenerationError(f"segmentation {segmentationNode.GetName()} has no segments: add and paint "
                                   "at least one segment (Segment Editor)")
-        return [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]
+        return list(chosen)
 
     def _makeTemporaryFolder(self) -> str:
         root = self.temporaryRoot or getattr(slicer.app, "temporaryPath", None) or None
@@ -450,8 +461,7 @@ class GenerationLogic:
             folder = Path(task.temporaryFolder)
         assert folder is not None
         mapArgs = [f"{k}={v}" for k, v in (mapping or {}).items()]
-        job = _Job(task, self._outputName(path.name), scene or slicer.mrmlScene, None, None, None, load, None,
-                   logCallback, None)
+        job = _Job(task, self._outputName(path.name), scene or slicer.mrmlScene, load=load, logCallback=logCallback)
         try:
             args = self.workerCommand(path.resolve(), folder / f"{self._outputName(path.name)}_synthetic.nrrd",
                                       mapArgs=mapArgs, **options)
@@ -466,8 +476,7 @@ class GenerationLogic:
     def _generateNodeToFolder(self, segmentationNode: Any, outputFolder: Path, mapping: Optional[Mapping[str, str]],
                               logCallback: Optional[LogCallback], options: Dict[str, Any]) -> List[str]:
         task = GenerationTask(segmentationNode.GetName())
-        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), None, None, None, False, None,
-                   logCallback, None)
+        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), load=False, logCallback=logCallback)
         try:
             ids = self._segmentIds(segmentationNode)
             values, mapArgs = self.labelValues(segmentationNode, ids, options["model"], mapping)
@@ -577,8 +586,7 @@ class GenerationLogic:
                 reference = job.referenceNode.GetName() if job.referenceNode else "the segmentation"
                 raise GenerationError(f"the generated volume does not lie on the grid of {reference}: "
                                       f"{'; '.join(differences)} (please report this)")
-        if job.referenceNode is not None:
-            node.SetAndObserveTransformNodeID(job.referenceNode.GetTransformNodeID())
+        node.SetAndObserveTransformNodeID(job.transformNodeId)
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
         return node

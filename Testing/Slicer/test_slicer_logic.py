@@ -12,8 +12,8 @@ import slicer.util
 
 from MedLSDMSlicer.logic import GenerationError, GenerationLogic, Geometry
 
-from conftest import (addReferenceVolume, addSegmentation, ijkToRas, livingProcessesInGroup, nodesOfClass, rotation,
-                      runEventLoop, shells)
+from conftest import (SPACING, addReferenceVolume, addSegmentation, ijkToRas, livingProcessesInGroup, nodesOfClass,
+                      rotation, runEventLoop, shells)
 
 
 def temporaryEntries() -> List[str]:
@@ -161,3 +161,24 @@ def test_batch_goes_on_past_a_failing_input(scene, bundle: Path, tmp_path: Path)
     assert storage.ReadData(written)
     assert Geometry.of(written).differences(Geometry.of(reference)) == []
     assert temporaryEntries() == []  # file inputs written to a folder need none; the node's is removed
+
+
+def test_batch_loads_every_sample_of_a_label_map_file_into_the_scene(scene, bundle: Path, tmp_path: Path) -> None:
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    outer, middle, inner = shells()
+    slicer.util.updateVolumeFromArray(labelmap, (outer + middle + inner).astype(np.uint8))
+    labelmap.SetSpacing(*reversed(SPACING))
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(tmp_path / "case 2.nii.gz"))
+    assert storage.WriteData(labelmap)
+
+    summary = GenerationLogic().generateBatch([tmp_path / "case 2.nii.gz"], scene=scene, model=str(bundle), steps=2,
+                                              seed=5, samples=2, device="cpu")
+    assert [item.ok for item in summary] == [True], summary[0].message
+    first, second = summary[0].output
+    assert [first.GetName(), second.GetName()] == ["case_2 synthetic seed 5", "case_2 synthetic seed 6"]
+    assert first.GetScene() is scene and second.GetScene() is scene
+    assert first.GetImageData().GetDimensions() == labelmap.GetImageData().GetDimensions()
+    np.testing.assert_allclose(first.GetSpacing(), tuple(reversed(SPACING)), rtol=0, atol=1e-6)
+    assert not np.array_equal(slicer.util.arrayFromVolume(first), slicer.util.arrayFromVolume(second))
+    assert temporaryEntries() == []
