@@ -307,7 +307,8 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if p.referenceVolume:
             return p.referenceVolume
         if p.segmentation:
-            return p.segmentation.GetNodeReference(slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole())
+            role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+            return p.segmentation.GetNodeReference(role)
         return None
 
     def _updateReviewButton(self) -> None:
@@ -518,7 +519,8 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Reference")
-        slicer.util.updateVolumeFromArray(volume, np.random.default_rng(0).normal(100, 20, (30, 52, 44)).astype(np.int16))
+        voxels = np.random.default_rng(0).normal(100, 20, (30, 52, 44)).astype(np.int16)  # k, j, i
+        slicer.util.updateVolumeFromArray(volume, voxels)
         volume.SetSpacing(1.1, 0.9, 1.6)
         volume.SetOrigin(-22.5, 17.0, -20.25)
         angle = np.deg2rad(20.0)

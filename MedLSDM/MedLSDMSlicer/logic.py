@@ -361,10 +361,10 @@ class GenerationLogic:
         if segmentationNode is None:
             raise ValueError("segmentationNode is required")
         task = GenerationTask(segmentationNode.GetName())
+        source = segmentationNode if referenceVolumeNode is None else referenceVolumeNode
         job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), referenceNode=referenceVolumeNode,
-                   transformNodeId=(segmentationNode if referenceVolumeNode is None else referenceVolumeNode).GetTransformNodeID(),
-                   outputVolumeNode=outputVolumeNode, progressCallback=progressCallback, logCallback=logCallback,
-                   finishedCallback=finishedCallback)
+                   transformNodeId=source.GetTransformNodeID(), outputVolumeNode=outputVolumeNode,
+                   progressCallback=progressCallback, logCallback=logCallback, finishedCallback=finishedCallback)
         try:
             ids = self._segmentIds(segmentationNode, segmentIds)
             values, mapArgs = self.labelValues(segmentationNode, ids, model, mapping)

@@ -1,5 +1,5 @@
-"""The worker process wrapper (POSIX: the checks read /proc) on stand-in workers (plain Python scripts): protocol lines, other
-output, and cancel reaching the whole process tree."""
+"""The worker process wrapper on stand-in workers (plain Python scripts): protocol lines, other
+output, and cancel reaching the whole process tree (POSIX: the checks read /proc)."""
 from __future__ import annotations
 
 import os
