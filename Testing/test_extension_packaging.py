@@ -268,16 +268,19 @@ def extension(repo_build) -> Dict[str, str]:
 def test_every_file_is_installed_beside_the_module(repo_build):
     expected = expected_files(REPO)
     assert "MedLSDMLib/__init__.py" in expected and "Resources/Models.json" in expected  # not vacuous
-    assert installation_problems(repo_build) == []
+    problems = installation_problems(repo_build)
+    assert not problems, "\n".join(problems)
 
 
 def test_module_tests_are_requested(repo_build):
     assert repo_build.ok, repo_build.log
-    assert module_test_problems(repo_build) == []
+    problems = module_test_problems(repo_build)
+    assert not problems, "\n".join(problems)
 
 
 def test_descriptions_agree_with_cmake(extension):
-    assert metadata_problems(REPO, extension) == []
+    problems = metadata_problems(REPO, extension)
+    assert not problems, "\n".join(problems)
 
 
 def test_icon_is_a_128_pixel_png():
