@@ -38,7 +38,7 @@ class MedLSDM(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "MedLSDM"
-        self.parent.categories = ["Segmentation"]
+        self.parent.categories = ["Image Synthesis"]
         self.parent.dependencies = ["Segmentations"]
         self.parent.contributors = ["MedLSDM contributors"]
         self.parent.helpText = (

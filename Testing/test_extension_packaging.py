@@ -367,7 +367,7 @@ def test_missing_module_tests_are_reported(tmp_path):
     (f"{MODULE}.json", '"PyTorch"', '"NNUNet"', "json build_dependencies"),
     (f"{MODULE}.json", "schema-v1.0.2", "schema-v1.0.0", "json $schema"),
     (f"{MODULE}.json", '"tier": 1', '"tier": 1, "homepage": "x"', "'homepage'"),
-    ("CMakeLists.txt", 'Screenshots/1.png")', 'Screenshots/1.png" )', "EXTENSION_SCREENSHOTURLS"),
+    ("CMakeLists.txt", 'docs/demo_comparison.png")', 'docs/demo_comparison.png" )', "EXTENSION_SCREENSHOTURLS"),
 ])
 def test_disagreeing_descriptions_are_reported(tmp_path, extension, file, old, new, expected):
     source = copy_extension(tmp_path)

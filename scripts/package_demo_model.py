@@ -14,6 +14,20 @@ import torch
 
 from MedLSDMLib.bundle import ModelBundle
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def portable(value, root: Path = REPOSITORY):
+    """The card with paths of this machine made relative to the repository (``runs/...``)."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value).resolve()
+        return str(path.relative_to(root)) if path.is_relative_to(root) else path.name
+    return value
+
 
 def benchmark_summary(path: Path) -> dict:
     data = json.loads(path.read_text())
@@ -41,6 +55,11 @@ def main(argv=None) -> int:
     if args.demo_seconds:
         metrics["demo_seconds_2_cpu_cores"] = args.demo_seconds
     bundle.card.metrics = metrics
+    training = portable(bundle.card.training)
+    stage2 = training.get("diffusion", {}).get("data", {})
+    if not stage2.get("sources"):  # stage 2 trains on stage 1's data: the same sources and licences
+        stage2["sources"] = training.get("autoencoder", {}).get("data", {}).get("sources", [])
+    bundle.card.training = training
     bundle.save(args.out, dtype=torch.float16)
     sizes = sum(p.stat().st_size for p in Path(args.out).iterdir()) / 2 ** 20
     print(f"wrote {args.out} ({sizes:.1f} MiB)")
