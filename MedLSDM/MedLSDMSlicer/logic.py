@@ -90,7 +90,7 @@ def modelFolder(model: Optional[str]) -> Optional[Path]:
         folder = resourcesFolder() / entry["path"]
     else:
         home = Path(os.environ.get("MEDLSDM_HOME", Path.home() / ".medlsdm"))
-        folder = home / "models" / f"{entry['name']}-{entry['version']}"
+        folder = home / "models" / f"{entry.get('name')}-{entry.get('version', '')}"
     return folder if (folder / "model.json").is_file() else None
 
 
@@ -105,6 +105,11 @@ def modelClasses(model: Optional[str]) -> Optional[List[Tuple[int, str]]]:
         return [(int(entry["value"]), str(entry["name"])) for entry in card["labels"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GenerationError(f"model {folder} has no readable label table in model.json ({exc})") from None
+
+
+def sameNode(a: Any, b: Any) -> bool:
+    """Whether two MRML nodes (either may be None) are the same node."""
+    return a is not None and b is not None and a.GetID() == b.GetID()
 
 
 def _key(name: str) -> str:
@@ -307,16 +312,20 @@ class GenerationLogic:
                        values: Mapping[str, int], path: PathLike) -> Geometry:
         """Write the segments as a label map (value per segment name, later segments on top) on the
         reference volume's grid, or on the segmentation's own grid; returns that grid."""
-        colors = slicer.vtkMRMLColorTableNode()
+        scene = segmentationNode.GetScene()
+        # In the scene, with its names marked as set: Slicer 5.8's export looks the table up by its ID
+        # and, without the mark, renames every colour before matching segment names.
+        colors = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "MedLSDM export colours")
         colors.SetTypeToUser()
         colors.SetNumberOfColors(max(values.values()) + 1)
         colors.SetColor(0, "Background", 0.0, 0.0, 0.0, 0.0)
         for name, value in values.items():
             colors.SetColor(value, name, 1.0, 1.0, 1.0, 1.0)
+        if hasattr(colors, "NamesInitialisedOn"):
+            colors.NamesInitialisedOn()
         ids = vtk.vtkStringArray()
         for segmentId in segmentIds:
             ids.InsertNextValue(segmentId)
-        scene = segmentationNode.GetScene()
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "MedLSDM export")
         try:
             exported = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
@@ -338,7 +347,7 @@ class GenerationLogic:
         finally:
             display = labelmap.GetDisplayNode()
             colorNode = display.GetColorNode() if display is not None else None
-            for node in (colorNode, display, labelmap):
+            for node in (colorNode, display, labelmap, colors):
                 if node is not None and node.GetScene() is scene:
                     scene.RemoveNode(node)
 
@@ -366,6 +375,9 @@ class GenerationLogic:
                    transformNodeId=source.GetTransformNodeID(), outputVolumeNode=outputVolumeNode,
                    progressCallback=progressCallback, logCallback=logCallback, finishedCallback=finishedCallback)
         try:
+            if sameNode(outputVolumeNode, referenceVolumeNode):
+                raise GenerationError(f"the output volume is the reference volume {referenceVolumeNode.GetName()}: "
+                                      "choose another output volume, or let MedLSDM create one")
             ids = self._segmentIds(segmentationNode, segmentIds)
             values, mapArgs = self.labelValues(segmentationNode, ids, model, mapping)
             task.temporaryFolder = self._makeTemporaryFolder()
@@ -402,8 +414,9 @@ class GenerationLogic:
         results = []
         for item in inputs:
             isFile = isinstance(item, (str, os.PathLike))
-            name = str(item) if isFile else item.GetName()
+            name = str(item)
             try:
+                name = str(item) if isFile else item.GetName()
                 if isFile:
                     outputs = self._generateFromFile(Path(item), outputFolder, scene, mapping, logCallback, options)
                 elif outputFolder is not None:
@@ -415,6 +428,9 @@ class GenerationLogic:
             except GenerationError as exc:
                 logging.error(f"MedLSDM: {name}: {exc}")
                 results.append(BatchItem(name, False, [], str(exc)))
+            except Exception as exc:  # a broken input (not a node, a deleted node, ...) must not end the batch
+                logging.exception(f"MedLSDM: {name}")
+                results.append(BatchItem(name, False, [], f"unexpected error: {exc}"))
         return results
 
     # -- helpers -----------------------------------------------------------------------------
@@ -510,9 +526,19 @@ class GenerationLogic:
             import qt
 
             def check() -> None:
-                if job.task.process.poll():
-                    self._onExit(job)
-                else:
+                try:
+                    ended = job.task.process.poll()
+                    if ended:
+                        self._onExit(job)
+                except Exception as exc:  # e.g. a callback into a widget that was reloaded
+                    logging.exception("MedLSDM: handling the worker's output failed")
+                    job.progressCallback = job.logCallback = None  # they must not fail again while it stops
+                    job.task.process.cancel()
+                    job.task.process.wait()
+                    if job.task.state == "running":
+                        self._finish(job, "error", f"handling the worker's output failed ({exc})")
+                    return
+                if not ended:
                     qt.QTimer.singleShot(POLL_INTERVAL_MS, check)
 
             qt.QTimer.singleShot(POLL_INTERVAL_MS, check)
@@ -543,6 +569,11 @@ class GenerationLogic:
         elif code != 0 or job.doneEvent is None:
             if job.errorEvent is not None:
                 message = str(job.errorEvent.get("message", ""))
+            elif code == 0:
+                message = "the worker ended without reporting a result: see the log for details"
+            elif code is not None and code < 0:
+                message = (f"the worker was killed by signal {-code} (the system may have run out of memory: "
+                           "crop the segmentation or generate fewer samples)")
             else:
                 reason = WORKER_EXIT_MESSAGES.get(code or 0, "it failed")
                 message = f"the worker ended with exit code {code} ({reason}): see the log for details"
@@ -558,8 +589,11 @@ class GenerationLogic:
     def _collect(self, job: _Job) -> None:
         """Record the worker's outputs; load them as volumes (checking their geometry) if asked."""
         assert job.doneEvent is not None
-        paths = [str(p) for p in job.doneEvent.get("paths") or [job.doneEvent["path"]]]
-        seeds = [int(s) for s in job.doneEvent.get("seeds", [])]
+        try:
+            paths = [str(p) for p in job.doneEvent.get("paths") or [job.doneEvent["path"]]]
+            seeds = [int(s) for s in job.doneEvent.get("seeds") or []]
+        except (KeyError, TypeError, ValueError):
+            raise GenerationError(f"the worker reported a result that cannot be read: {job.doneEvent}") from None
         job.task.seeds, job.task.outputPaths = seeds, paths
         if not job.load:
             return
@@ -571,21 +605,24 @@ class GenerationLogic:
     def _load(self, job: _Job, path: str, seed: Optional[int], target: Any) -> Any:
         scene = job.scene
         name = f"{job.labelName} synthetic" + (f" seed {seed}" if seed is not None else "")
-        node = target or scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storage.SetFileName(path)
         if not storage.ReadData(node) or node.GetImageData() is None:
-            if target is None:
-                scene.RemoveNode(node)
+            scene.RemoveNode(node)
             raise GenerationError(f"the generated volume {path} could not be read")
         if job.geometry is not None:
             differences = Geometry.of(node).differences(job.geometry)
             if differences:
-                if target is None:
-                    scene.RemoveNode(node)
+                scene.RemoveNode(node)
                 reference = job.referenceNode.GetName() if job.referenceNode else "the segmentation"
                 raise GenerationError(f"the generated volume does not lie on the grid of {reference}: "
                                       f"{'; '.join(differences)} (please report this)")
+        if target is not None:  # the checked result replaces the chosen output volume's voxels and grid
+            target.SetAndObserveImageData(node.GetImageData())
+            target.CopyOrientation(node)
+            scene.RemoveNode(node)
+            node = target
         node.SetAndObserveTransformNodeID(job.transformNodeId)
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()

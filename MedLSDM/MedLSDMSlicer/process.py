@@ -92,10 +92,13 @@ class WorkerProcess:
         except queue.Empty:
             pass
         exited = self._exited()
+        pastDeadline = self._killDeadline is not None and time.monotonic() > self._killDeadline
         if not exited:
-            if self._killDeadline is not None and time.monotonic() > self._killDeadline:
+            if pastDeadline:
                 self._signalTree(force=True)
             return False
+        if self._openStreams > 0 and self.cancelRequested and not pastDeadline:
+            return False  # the launcher ended on SIGTERM; its Python child gets its grace period to stop cleanly
         self._endLeftovers()  # left-over children must not keep the output pipes open
         if self._openStreams > 0:
             return False

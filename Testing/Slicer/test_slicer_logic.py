@@ -182,3 +182,43 @@ def test_batch_loads_every_sample_of_a_label_map_file_into_the_scene(scene, bund
     np.testing.assert_allclose(first.GetSpacing(), tuple(reversed(SPACING)), rtol=0, atol=1e-6)
     assert not np.array_equal(slicer.util.arrayFromVolume(first), slicer.util.arrayFromVolume(second))
     assert temporaryEntries() == []
+
+
+def test_the_chosen_output_volume_receives_the_result_on_the_reference_grid(scene, bundle: Path) -> None:
+    reference = addReferenceVolume(scene)
+    segmentation = addSegmentation(scene, reference)
+    output = addReferenceVolume(scene, "previous result", size=(5, 6, 7), spacing=(3.0, 3.0, 3.0))
+    node = GenerationLogic().generate(segmentation, reference, model=str(bundle), steps=2, seed=1, device="cpu",
+                                      outputVolumeNode=output)
+    assert node is output
+    assert Geometry.of(output).differences(Geometry.of(reference)) == []
+    assert sorted(n.GetName() for n in nodesOfClass(scene, "vtkMRMLScalarVolumeNode")) == ["T1", "previous result"]
+
+
+def test_the_reference_volume_is_never_the_output(scene, bundle: Path) -> None:
+    reference = addReferenceVolume(scene)
+    before = slicer.util.arrayFromVolume(reference).copy()
+    segmentation = addSegmentation(scene, reference)
+    with pytest.raises(GenerationError, match="the output volume is the reference volume T1"):
+        GenerationLogic().generate(segmentation, reference, model=str(bundle), outputVolumeNode=reference)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(reference), before)
+    assert temporaryEntries() == []
+
+
+def test_a_failure_while_handling_the_output_ends_the_task_and_the_worker(scene, bundle: Path) -> None:
+    reference = addReferenceVolume(scene)
+    segmentation = addSegmentation(scene, reference)
+
+    def broken(stage: str, step: int, total: int) -> None:
+        raise RuntimeError("the panel is gone")
+
+    task = GenerationLogic().generate(segmentation, reference, model=str(bundle), steps=1000, seed=1, device="cpu",
+                                      waitForCompletion=False, progressCallback=broken)
+    runEventLoop(lambda: task.state != "running", timeout=60)
+    assert task.state == "error" and "the panel is gone" in task.message
+    assert livingProcessesInGroup(task.process.pid) == []
+
+
+def test_a_batch_input_that_is_neither_a_node_nor_a_file_is_reported(scene, bundle: Path, tmp_path: Path) -> None:
+    summary = GenerationLogic().generateBatch([None], tmp_path, model=str(bundle), steps=2)
+    assert [item.ok for item in summary] == [False] and "unexpected error" in summary[0].message
