@@ -478,36 +478,37 @@ class GenerationLogic:
         assert folder is not None
         mapArgs = [f"{k}={v}" for k, v in (mapping or {}).items()]
         job = _Job(task, self._outputName(path.name), scene or slicer.mrmlScene, load=load, logCallback=logCallback)
-        try:
-            args = self.workerCommand(path.resolve(), folder / f"{self._outputName(path.name)}_synthetic.nrrd",
-                                      mapArgs=mapArgs, **options)
-        except GenerationError as exc:
-            self._finish(job, "error", str(exc))
-            raise
-        self._start(job, args, waitForCompletion=True)
-        if task.state != "done":
-            raise GenerationError(task.message)
+        self._runToEnd(job, lambda: self.workerCommand(
+            path.resolve(), folder / f"{self._outputName(path.name)}_synthetic.nrrd", mapArgs=mapArgs, **options))
         return list(task.outputNodes) if load else list(task.outputPaths)
 
     def _generateNodeToFolder(self, segmentationNode: Any, outputFolder: Path, mapping: Optional[Mapping[str, str]],
                               logCallback: Optional[LogCallback], options: Dict[str, Any]) -> List[str]:
         task = GenerationTask(segmentationNode.GetName())
         job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), load=False, logCallback=logCallback)
-        try:
+
+        def command() -> List[str]:
             ids = self._segmentIds(segmentationNode)
             values, mapArgs = self.labelValues(segmentationNode, ids, options["model"], mapping)
             task.temporaryFolder = self._makeTemporaryFolder()
             labels = Path(task.temporaryFolder) / "labels.nrrd"
             self.exportLabelmap(segmentationNode, None, ids, values, labels)
             output = outputFolder / f"{self._outputName(segmentationNode.GetName())}_synthetic.nrrd"
-            args = self.workerCommand(labels, output, mapArgs=mapArgs, **options)
+            return self.workerCommand(labels, output, mapArgs=mapArgs, **options)
+
+        self._runToEnd(job, command)
+        return list(task.outputPaths)
+
+    def _runToEnd(self, job: _Job, command: Callable[[], List[str]]) -> None:
+        """Prepare the worker's command line, run it to the end, and raise GenerationError unless done."""
+        try:
+            args = command()
         except GenerationError as exc:
             self._finish(job, "error", str(exc))
             raise
         self._start(job, args, waitForCompletion=True)
-        if task.state != "done":
-            raise GenerationError(task.message)
-        return list(task.outputPaths)
+        if job.task.state != "done":
+            raise GenerationError(job.task.message)
 
     def _start(self, job: _Job, args: List[str], waitForCompletion: bool) -> None:
         """Start the worker; blocking, return when it has ended, else poll it from a QTimer."""
