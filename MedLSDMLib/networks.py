@@ -45,6 +45,13 @@ class VQGAN(nn.Module):
     def decode_quantized(self, quantized: torch.Tensor) -> torch.Tensor:
         return self.vqvae.decode(quantized)
 
+    def codebook_bounds(self, scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per latent channel, the least and greatest value of the codebook's vectors times ``scale``,
+        shaped (1, C, 1, 1, 1): the box every quantised (and scaled) latent lies in."""
+        embedding = self.vqvae.quantizer.quantizer.embedding.weight.detach().float() * scale
+        shape = (1, embedding.shape[1], 1, 1, 1)
+        return embedding.min(0).values.view(shape), embedding.max(0).values.view(shape)
+
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Continuous latent → image: quantise, then decode."""
         return self.decode_quantized(self.quantize(latent)[0])

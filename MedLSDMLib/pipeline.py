@@ -183,7 +183,8 @@ class Generator:
             try:
                 latent = sample_latent(model, card.scheduler, (1, card.autoencoder.latent_channels, *latent_size),
                                        sampler=sampler, steps=steps, generator=generator,
-                                       progress=sample_progress, cancel=cancel)
+                                       progress=sample_progress, cancel=cancel,
+                                       bounds=self.bundle.autoencoder.codebook_bounds(card.latent_scale))
                 decoded = decode_latent(self.bundle.autoencoder, latent / card.latent_scale, plan.tile, autocast,
                                        progress, cancel)
             except torch.cuda.OutOfMemoryError:

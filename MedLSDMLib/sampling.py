@@ -107,12 +107,20 @@ class GuidedUNet:
         return uncond + w * (conditional - uncond)
 
 
+Bounds = Tuple[torch.Tensor, torch.Tensor]
+
+
 def _ddim_step(alphas_cumprod: torch.Tensor, x: torch.Tensor, out: torch.Tensor, t: int, t_prev: int,
-               prediction_type: str) -> torch.Tensor:
+               prediction_type: str, bounds: Optional[Bounds] = None) -> torch.Tensor:
     """Deterministic DDIM (η = 0) from step t to t_prev (−1: the clean sample).
 
     MONAI's DDIMScheduler.step assumes t_prev = t − T // n, which differs from the spacing of its
-    own set_timesteps when T is not a multiple of n; this step takes both ends explicitly."""
+    own set_timesteps when T is not a multiple of n; this step takes both ends explicitly.
+
+    ``bounds`` (low, high) clamp the clean-sample estimate x0. Near t = T the cosine schedule's
+    ᾱ_t is ~1e-9, so x0 = (x − √(1−ᾱ_t)·ε)/√ᾱ_t multiplies the UNet's error by ~10⁴ and the first
+    steps would fill the latent with values no autoencoder latent takes; clamped to the box the
+    VQ-GAN's codebook spans (where the decoder quantises every latent anyway), they cannot."""
     a_t = alphas_cumprod[t]
     a_prev = alphas_cumprod[t_prev] if t_prev >= 0 else torch.ones_like(a_t)
     if prediction_type == "v_prediction":
@@ -121,13 +129,16 @@ def _ddim_step(alphas_cumprod: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
     else:
         eps = out
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    if bounds is not None:
+        x0 = torch.maximum(torch.minimum(x0, bounds[1]), bounds[0])
     return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
 
 
 def sample_latent(model: GuidedUNet, config: SchedulerConfig, shape: Tuple[int, ...], *, sampler: str,
                   steps: int, generator: torch.Generator, progress: Optional[ProgressFn] = None,
-                  cancel: Optional[CancelFn] = None) -> torch.Tensor:
-    """Run the reverse process from noise drawn with ``generator`` and return the clean latent."""
+                  cancel: Optional[CancelFn] = None, bounds: Optional[Bounds] = None) -> torch.Tensor:
+    """Run the reverse process from noise drawn with ``generator`` and return the clean latent.
+    ``bounds``: the box DDIM's clean-sample estimates are clamped to (see ``_ddim_step``)."""
     device = generator.device
     x = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
     scheduler = noise_scheduler(config)
@@ -150,7 +161,7 @@ def sample_latent(model: GuidedUNet, config: SchedulerConfig, shape: Tuple[int, 
             raise Cancelled()
         out = model(x, torch.tensor([t], device=device))
         if sampler == "ddim":
-            x = _ddim_step(alphas_cumprod.to(device), x, out, int(t), int(t_next), config.prediction_type)
+            x = _ddim_step(alphas_cumprod.to(device), x, out, int(t), int(t_next), config.prediction_type, bounds)
         elif sampler == "rflow":
             x, _ = scheduler.step(out, t, x, t_next)
         else:

@@ -146,7 +146,8 @@ class DiffusionTrainer(Trainer):
                               self.card.scheduler)
         guided = GuidedUNet(model, condition, self.card.default_guidance, batched=True, autocast=self.autocast)
         shape = (1, self.card.autoencoder.latent_channels, *condition.shape[2:])
-        latent = sample_latent(guided, self.card.scheduler, shape, sampler=sampler, steps=steps, generator=generator)
+        latent = sample_latent(guided, self.card.scheduler, shape, sampler=sampler, steps=steps, generator=generator,
+                               bounds=self.autoencoder.codebook_bounds(self.card.latent_scale))
         image = decode_latent(self.autoencoder, latent / self.card.latent_scale, autocast=self.autocast)
         planes_figure(self.output / "figures" / f"step_{self.step:06d}.png",
                       [("real", patch["image"][0].numpy()), ("sample", image[0, 0].clamp(-1, 1).cpu().numpy())],

@@ -149,3 +149,22 @@ def test_rflow_model_samples(generator) -> None:
 
     array = sitk.GetArrayFromImage(a)
     assert np.isfinite(array).all() and np.array_equal(array, sitk.GetArrayFromImage(b))
+
+
+def test_ddim_keeps_its_clean_estimates_inside_the_codebook_box(generator) -> None:
+    """A UNet whose ε is off by 0.5 everywhere: near t = T the cosine schedule's tiny ᾱ turns that
+    into an x0 estimate of ~10⁴; with the codebook's bounds, DDIM's result stays inside the box."""
+    card = tiny_card()
+    low, high = generator.bundle.autoencoder.codebook_bounds(2.0)
+    assert low.shape == high.shape == (1, card.autoencoder.latent_channels, 1, 1, 1) and (low < high).all()
+
+    def off_by_half(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, 0.5)
+
+    shape = (1, card.autoencoder.latent_channels, 3, 3, 3)
+    free = sample_latent(off_by_half, card.scheduler, shape, sampler="ddim", steps=10,
+                         generator=torch.Generator().manual_seed(0))
+    bounded = sample_latent(off_by_half, card.scheduler, shape, sampler="ddim", steps=10,
+                            generator=torch.Generator().manual_seed(0), bounds=(low, high))
+    assert free.abs().max() > 10 * high.abs().max()
+    assert (bounded >= low - 1e-6).all() and (bounded <= high + 1e-6).all()
