@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("out", help="destination folder")
     parser.add_argument("--evaluation", type=Path, help="report.json of medlsdm evaluate")
     parser.add_argument("--benchmark", type=Path, help="benchmark.json of medlsdm benchmark")
+    parser.add_argument("--evaluation-note", help="what was evaluated, and how (maps, sampler, seed, segmenter)")
     parser.add_argument("--demo-seconds", type=float, help="wall time of `medlsdm demo`")
     args = parser.parse_args(argv)
 
@@ -50,6 +51,8 @@ def main(argv=None) -> int:
     metrics = dict(bundle.card.metrics)
     if args.evaluation:
         metrics["evaluation"] = json.loads(args.evaluation.read_text())["summary"]
+        if args.evaluation_note:
+            metrics["evaluation"]["setup"] = args.evaluation_note
     if args.benchmark:
         metrics["benchmark"] = benchmark_summary(args.benchmark)
     if args.demo_seconds:
