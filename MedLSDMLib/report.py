@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError
+from .volumes import check_output_folder
 
 
 def report_paths(output: str, suffixes: Sequence[str] = (".json", ".md")) -> Tuple[Path, ...]:
@@ -16,11 +17,7 @@ def report_paths(output: str, suffixes: Sequence[str] = (".json", ".md")) -> Tup
     path = Path(output)
     if path.suffix.lower() in suffixes:
         path = path.with_suffix("")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist: create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable: choose another folder")
+    check_output_folder(path)
     if path.is_dir():
         raise InputError(f"-o {path} is a folder: give a report name such as {path / 'evaluation'}")
     return tuple(path.with_name(path.name + s) for s in suffixes)

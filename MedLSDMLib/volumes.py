@@ -91,6 +91,16 @@ def read_segmentation(path: PathLike) -> Tuple[sitk.Image, Dict[str, np.ndarray]
     return grid, masks
 
 
+def check_output_folder(path: Path) -> Path:
+    """The folder an output ``path`` goes in, checked to exist and be writable."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder {folder} does not exist: create it first")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output folder {folder} is not writable: choose another folder")
+    return folder
+
+
 def check_output_path(path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
     """An output file that can be written: supported format, existing folder, not an input."""
     path = Path(path)
@@ -98,11 +108,7 @@ def check_output_path(path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
     if suffix == SEGMENTATION_SUFFIX or suffix not in IMAGE_SUFFIXES:
         raise InputError(f"output {path.name} has an unsupported extension: use one of "
                          + ", ".join(IMAGE_SUFFIXES))
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder {folder} does not exist: create it first")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder {folder} is not writable: choose another folder")
+    check_output_folder(path)
     if path.is_dir():
         raise InputError(f"output {path} is a folder: give a file name such as {path / 'synthetic.nii.gz'}")
     for other in inputs:
