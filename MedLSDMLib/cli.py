@@ -52,6 +52,9 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", help="image whose grid the output takes (size, spacing, origin, direction)")
     p.add_argument("--map", action="append", default=[], metavar="NAME=CLASS",
                    help="map an input label value or segment name to a model class (repeatable)")
+    p.add_argument("--map-file", metavar="FILE",
+                   help="CSV table of label value (or segment name) -> model class, e.g. the shipped "
+                        "freesurfer_tissue for FreeSurfer/SynthSeg maps; --map overrides its rows")
     p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
     p.add_argument("--sampler", help="ddim (default), ddpm, reference (the published method), or rflow")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (default: the model's)")
@@ -164,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
     from .labels import parse_mapping
+    from .mapfile import read_map_file
     from .pipeline import Generator
     from .volumes import check_output_path, numbered_paths, write_image
 
@@ -173,10 +177,11 @@ def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[
     inputs = [args.labels, args.reference]
     outputs = [check_output_path(p, inputs) for p in numbered_paths(check_output_path(args.output, inputs),
                                                                       args.samples)]
+    map_file = read_map_file(args.map_file) if args.map_file else None
     generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
     images = generator.generate(args.labels, args.reference, steps=args.steps, guidance=args.guidance,
                                 seed=args.seed, sampler=args.sampler, samples=args.samples,
-                                mapping=parse_mapping(args.map), max_memory=args.max_memory,
+                                mapping=parse_mapping(args.map), map_file=map_file, max_memory=args.max_memory,
                                 progress=reporter.progress, cancel=cancel, log=reporter.log)
     if cancel():
         raise Cancelled()

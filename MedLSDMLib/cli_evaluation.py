@@ -20,7 +20,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add evaluate, benchmark and compare to the ``medlsdm`` subcommands."""
-    p = commands.add_parser("evaluate", help="PSNR, SSIM, MS-SSIM, Dice protocol, intensities, 3D-FID and MMD",
+    p = commands.add_parser("evaluate", help="PSNR, SSIM, MS-SSIM, Dice protocol, intensities, realism, 3D-FID and MMD",
                             description="Compare synthetic images with the real ones of the same label maps. "
                                         "Folders are matched by case name (NAME_image / NAME_synthetic / NAME_label, "
                                         "or one name in each folder). Writes REPORT.json and REPORT.md.")
@@ -32,6 +32,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="'mixture' (training-free, a quick check) or the folder `medlsdm train segmenter` wrote")
     p.add_argument("--fid-weights", help="3D ResNet weights (.safetensors or a PyTorch state dict) for 3D-FID and MMD")
     p.add_argument("--fid-network", default="resnet10", help="MONAI resnet10|18|34|50|101|152|200 matching the weights")
+    p.add_argument("--baseline", action="store_true",
+                   help="also score a training-free rendering of each label map (per class Gaussian with the real "
+                        "class mean and sd, lightly blurred) and say whether the synthetic images beat it")
     _common(p)
     p.set_defaults(run=run_evaluate)
 
@@ -89,14 +92,30 @@ def run_evaluate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[
 
         network = feature_network(args.fid_network, Path(args.fid_weights))
         info = {"network": args.fid_network, "weights": str(args.fid_weights), "sha256": sha256(Path(args.fid_weights))}
-    report = evaluate(cases, segmenter, network, info, progress=reporter.progress, cancel=cancel)
+    report = evaluate(cases, segmenter, network, info, progress=reporter.progress, cancel=cancel, baseline=args.baseline)
     write_files({json_path: to_json(report), md_path: markdown(report)})
     reporter.close()
     s = report["summary"]
+    print(summary_line("synthetic", s), flush=True)
+    if args.baseline:
+        print(summary_line("baseline", report["baseline"]["summary"]), flush=True)
+        print(report["comparison"]["verdict"], flush=True)
     print(f"wrote {json_path} and {md_path} ({s['cases']} case(s)); Dice ratio synthetic/real "
           f"{s['dice']['ratio_of_means'] if s['dice']['ratio_of_means'] is None else round(s['dice']['ratio_of_means'], 4)}",
           flush=True)
     return 0
+
+
+def summary_line(what: str, summary: dict) -> str:
+    """One line of the realism numbers of a summary (``evaluation.summarise``)."""
+    r = summary["realism"]
+
+    def n(value: object) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    return (f"{what}: Dice ratio {n(summary['dice']['ratio_of_means'])}, correlation {n(r['correlation'])}, "
+            f"histogram distance {n(r['histogram_distance_mean'])}, sharpness/real {n(r['sharpness_ratio_foreground'])}, "
+            f"background noise {n(r['background_noise_synthetic'])} (real {n(r['background_noise_real'])})")
 
 
 def run_benchmark(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:

@@ -16,6 +16,7 @@ from .dice import dice_per_class, mean_defined, per_class_means, ratio
 from .errors import Cancelled, InputError
 from .fid import features, frechet_distance, mmd
 from .geometry import same_grid
+from .realism import METHODS as REALISM_METHODS, compare, realism, summarise_realism
 from .similarity import MS_SSIM_WINDOW, SSIM_SIGMA, similarity
 from .volumes import IMAGE_SUFFIXES, image_to_array, read_image, suffix_of
 
@@ -157,6 +158,7 @@ def evaluate_case(case: CaseFiles, real: sitk.Image, synthetic: sitk.Image, labe
                  "ratio": ratio(mean_synthetic, mean_real)},
         "spurious_classes": spurious,
         "intensity": {v: {"real": _intensity(r, classes, v), "synthetic": _intensity(s, classes, v)} for v in present},
+        "realism": realism(r, s, classes, real.GetSpacing()),
     }
 
 
@@ -190,6 +192,7 @@ def summarise(cases: List[Dict[str, Any]]) -> Dict[str, Any]:
         "dice": {"real": real, "synthetic": synthetic, "ratio": {v: ratio(synthetic[v], real[v]) for v in real},
                  "mean_real": mean_real, "mean_synthetic": mean_synthetic, "ratio_of_means": ratio(mean_synthetic, mean_real)},
         "intensity": intensity,
+        "realism": summarise_realism([c["realism"] for c in cases]),
     }
 
 
@@ -213,22 +216,29 @@ METHODS = {
            "(global average pool of the last stage; each volume z-scored inside its label foreground); matrix "
            "square root by scipy.linalg.sqrtm; at least two volumes per set",
     "mmd": "MONAI MMDMetric on the same features: unbiased MMD² with a linear kernel",
+    **REALISM_METHODS,
 }
 
 
 def evaluate(cases: List[CaseFiles], segmenter: Segmenter, fid_network: Optional[torch.nn.Module] = None,
              fid_info: Optional[Dict[str, Any]] = None, progress: Optional[Callable[[str, int, int], None]] = None,
-             cancel: Optional[Callable[[], bool]] = None) -> Dict[str, Any]:
-    """The whole report: every case, the summary, 3D-FID and MMD (with a feature network), the methods."""
+             cancel: Optional[Callable[[], bool]] = None, baseline: bool = False) -> Dict[str, Any]:
+    """The whole report: every case, the summary, 3D-FID and MMD (with a feature network), the methods;
+    with ``baseline``, the same metrics for the training-free renderer (baseline.py) of each label map
+    and which of the two is more realistic."""
     if fid_network is not None and len(cases) < 2:
         raise InputError(f"3D-FID needs at least two volumes in each set (got {len(cases)} case): evaluate a "
                          "folder of cases, or leave out --fid-weights")
-    results, real_rows, synthetic_rows = [], [], []
+    results, real_rows, synthetic_rows, baseline_results = [], [], [], []
     for index, case in enumerate(cases):
         if cancel is not None and cancel():
             raise Cancelled("cancelled; no report was written")
         real, synthetic, labels = load_case(case)
         results.append(evaluate_case(case, real, synthetic, labels, segmenter))
+        if baseline:
+            from .baseline import render
+
+            baseline_results.append(evaluate_case(case, real, render(real, labels, seed=index), labels, segmenter))
         if fid_network is not None:
             mask = image_to_array(labels) != 0
             (r,), (s,) = (features(fid_network, [(image_to_array(i).astype(np.float32), mask)])
@@ -252,6 +262,17 @@ def evaluate(cases: List[CaseFiles], segmenter: Segmenter, fid_network: Optional
     if segmenter_info["kind"] == "mixture":
         notes.append("Dice from the training-free mixture segmenter: a quick check, not the published protocol "
                      "(train one with `medlsdm train segmenter` and pass --segmenter FOLDER)")
-    return {"medlsdm": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "segmenter": segmenter_info, "fid_network": fid_info, "methods": METHODS,
-            "summary": summary, "cases": results, "notes": notes}
+    report = {"medlsdm": __version__, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "segmenter": segmenter_info, "fid_network": fid_info, "methods": METHODS,
+              "summary": summary, "cases": results, "notes": notes}
+    if baseline:
+        from .baseline import RULE
+
+        baseline_summary = summarise(baseline_results)
+        report["baseline"] = {
+            "rule": RULE + " (seed = the case's index)", "summary": baseline_summary,
+            "cases": [{"name": c["name"], "psnr": c["psnr"], "ssim": c["ssim"], "dice": c["dice"],
+                       "realism": c["realism"]} for c in baseline_results]}
+        report["comparison"] = compare(summary["realism"], baseline_summary["realism"],
+                                       summary["dice"]["ratio_of_means"], baseline_summary["dice"]["ratio_of_means"])
+    return report

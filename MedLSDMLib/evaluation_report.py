@@ -13,6 +13,34 @@ def _mean_sd(stats: Dict[str, Any]) -> str:
     return f"{number(stats['mean'])}{sd}"
 
 
+def realism_table(report: Dict[str, Any]) -> List[str]:
+    """Per class: histogram distance and sharpness ratio of the synthetic images (and of the baseline's)."""
+    r = report["summary"]["realism"]
+    b = report["baseline"]["summary"]["realism"] if report.get("baseline") else None
+    header = ["class", "histogram distance", "sharpness synthetic / real"]
+    if b is not None:
+        header += ["baseline histogram distance", "baseline sharpness / real"]
+    rows = []
+    for v in r["histogram_distance"]:
+        row = [str(v), number(r["histogram_distance"][v]), number(r["sharpness_ratio"][v])]
+        if b is not None:
+            row += [number(b["histogram_distance"].get(v)), number(b["sharpness_ratio"].get(v))]
+        rows.append(row)
+    row = ["all (mean; sharpness over the foreground)", number(r["histogram_distance_mean"]),
+           number(r["sharpness_ratio_foreground"])]
+    if b is not None:
+        row += [number(b["histogram_distance_mean"]), number(b["sharpness_ratio_foreground"])]
+    rows.append(row)
+    lines = table(header, rows)
+    noise = (f"Background noise (sd outside the foreground): real {number(r['background_noise_real'])}, "
+             f"synthetic {number(r['background_noise_synthetic'])}")
+    if b is not None:
+        noise += f", baseline {number(b['background_noise_synthetic'])}"
+    lines += ["", noise + f". Correlation with the real image in the foreground: {number(r['correlation'])}"
+              + (f" (baseline {number(b['correlation'])})" if b is not None else "") + "."]
+    return lines
+
+
 def markdown(report: Dict[str, Any]) -> str:
     s = report["summary"]
     dice = s["dice"]
@@ -27,6 +55,14 @@ def markdown(report: Dict[str, Any]) -> str:
             ["3D-FID" + (f" ({fid['network']})" if fid else ""), number(s["fid"]) if fid else "skipped"],
             ["MMD² (linear kernel)", number(s["mmd"]) if fid else "skipped"]]
     lines += table(["metric", "value (mean ± sd over cases)"], rows)
+    lines += ["", "## Realism (each image z-scored in its foreground)", ""]
+    lines += realism_table(report)
+    if report.get("comparison"):
+        lines += ["", f"**Against the training-free baseline: {report['comparison']['verdict']}.**", ""]
+        lines += table(["metric", "model", "baseline renderer", "rule", "more realistic"],
+                       [[r["metric"], number(r["model"]), number(r["baseline"]), r["rule"], r["better"] or "—"]
+                        for r in report["comparison"]["rows"]])
+        lines += ["", f"Baseline: {report['baseline']['rule']}."]
     lines += ["", "## Dice per class", ""]
     lines += table(["class", "real", "synthetic", "ratio"],
                    [[str(v), number(dice["real"][v]), number(dice["synthetic"].get(v)), number(dice["ratio"].get(v))]

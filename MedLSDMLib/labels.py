@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from .config import LabelEntry
 from .errors import InputError
+from .mapfile import MapFile, read_map_file
 from .volumes import PathLike, check_volume, is_segmentation_file, read_image, read_segmentation
 
 LabelSource = Union[PathLike, sitk.Image]
@@ -70,57 +71,96 @@ def _integer_labels(image: sitk.Image, name: str) -> np.ndarray:
     return array
 
 
-def _classes_from_values(array: np.ndarray, table: LabelTable, mapping: Mapping[str, str], name: str) -> np.ndarray:
-    lookup: Dict[int, int] = {e.value: i for i, e in enumerate(table.entries)}
+def _classes_from_values(array: np.ndarray, table: LabelTable, mapping: Mapping[str, str], name: str,
+                         file_values: Optional[Mapping[str, str]] = None) -> np.ndarray:
+    """Class indices by value: ``mapping`` (``--map``) over the mapping file's rows over ``*`` (either's)
+    over the model's own values (used only when there is no ``*``)."""
+    file_values = dict(file_values or {})
+    default = mapping.get("*", file_values.get("*"))
+    lookup: Dict[int, int] = {} if default is not None else {e.value: i for i, e in enumerate(table.entries)}
+    for source, target in file_values.items():
+        if source != "*":
+            lookup[int(source)] = table.resolve(target)
     for source, target in mapping.items():
+        if source == "*":
+            continue
         if not re.fullmatch(r"-?\d+", source):
             raise InputError(f"--map {source}=...: {name} is a plain label map, so map label values "
                              "(names apply to Slicer .seg.nrrd segments)")
         lookup[int(source)] = table.resolve(target)
-    values = np.unique(array)
-    unknown = [int(v) for v in values if int(v) not in lookup]
+    fallback = table.resolve(default) if default is not None else None
+    values, inverse = np.unique(array, return_inverse=True)
+    unknown = [int(v) for v in values if int(v) not in lookup and fallback is None]
     if unknown:
         raise InputError(f"label map {name} has value(s) {', '.join(map(str, unknown[:10]))} that the model "
-                         f"does not know: its classes are {table.describe()}; map them with --map VALUE=CLASS")
-    classes = np.zeros(array.shape, dtype=np.uint8)
-    for value in values:
-        classes[array == value] = lookup[int(value)]
-    return classes
+                         f"does not know: its classes are {table.describe()}; map them with --map VALUE=CLASS "
+                         "or a --map-file")
+    per_value = np.array([lookup.get(int(v), fallback) for v in values], dtype=np.uint8)
+    return per_value[inverse.reshape(array.shape)]
 
 
 def _classes_from_segments(masks: Mapping[str, np.ndarray], shape: Sequence[int], table: LabelTable,
-                           mapping: Mapping[str, str], name: str) -> np.ndarray:
-    by_key = {_key(k): v for k, v in mapping.items()}
-    unmatched = [s for s in masks if _key(s) not in by_key and table.find(s) is None]
+                           mapping: Mapping[str, str], name: str,
+                           file_names: Optional[Mapping[str, str]] = None) -> np.ndarray:
+    """Class indices by segment name: ``mapping`` (``--map``) over the mapping file's names over ``*``
+    over the model's own class names (used only when there is no ``*``)."""
+    by_key = {_key(k): v for k, v in mapping.items() if k != "*"}
+    from_file = {_key(k): v for k, v in (file_names or {}).items() if k != "*"}
+    default = mapping.get("*", (file_names or {}).get("*"))
+
+    def target_of(segment: str) -> Optional[int]:
+        target = by_key.get(_key(segment), from_file.get(_key(segment)))
+        if target is not None:
+            return table.resolve(target)
+        if default is not None:
+            return table.resolve(default)
+        return table.find(segment)
+
+    unmatched = [s for s in masks if target_of(s) is None]
     if unmatched:
         raise InputError(f"segment(s) {', '.join(repr(s) for s in unmatched)} of {name} match no class of the "
                          f"model ({table.describe()}): rename them or map them with --map NAME=CLASS")
-    unknown = [k for k in mapping if _key(k) not in {_key(s) for s in masks}]
+    unknown = [k for k in mapping if k != "*" and _key(k) not in {_key(s) for s in masks}]
     if unknown:
         raise InputError(f"--map names segment(s) {', '.join(unknown)} that {name} does not have: "
                          f"its segments are {', '.join(masks) or 'none'}")
     classes = np.zeros(tuple(shape), dtype=np.uint8)
     for segment, mask in masks.items():
-        target = by_key.get(_key(segment))
-        classes[mask.astype(bool)] = table.resolve(target) if target is not None else table.find(segment)
+        classes[mask.astype(bool)] = target_of(segment)
     return classes
 
 
-def class_image(source: LabelSource, table: LabelTable, mapping: Optional[Mapping[str, str]] = None) -> sitk.Image:
-    """The label map as a UInt8 image of class indices on the label map's own grid."""
+def check_map_file(map_file: "MapFile", table: LabelTable) -> None:
+    """Every target of a mapping file is a class of the model, or InputError naming the file's line."""
+    for target, line in map_file.targets().items():
+        if table.find(target) is None:
+            raise InputError(f"{map_file.path} line {line}: '{target}' is not a class of this model: "
+                             f"use one of {table.describe()}")
+
+
+def class_image(source: LabelSource, table: LabelTable, mapping: Optional[Mapping[str, str]] = None,
+                map_file: Union["MapFile", PathLike, None] = None) -> sitk.Image:
+    """The label map as a UInt8 image of class indices on the label map's own grid. ``map_file`` (a parsed
+    mapping file, see mapfile.py) maps the values or segment names it lists; ``mapping`` overrides it."""
     mapping = dict(mapping or {})
+    if map_file is not None and not isinstance(map_file, MapFile):
+        map_file = read_map_file(map_file)
+    if map_file is not None:
+        check_map_file(map_file, table)
+    file_values = map_file.values() if map_file is not None else None
+    file_names = map_file.names() if map_file is not None else None
     if isinstance(source, sitk.Image):
         check_volume(source, "label map")
         grid, name = source, "the label map"
-        classes = _classes_from_values(_integer_labels(source, name), table, mapping, name)
+        classes = _classes_from_values(_integer_labels(source, name), table, mapping, name, file_values)
     elif is_segmentation_file(source):
         name = Path(source).name
         grid, masks = read_segmentation(source)
-        classes = _classes_from_segments(masks, grid.GetSize()[::-1], table, mapping, name)
+        classes = _classes_from_segments(masks, grid.GetSize()[::-1], table, mapping, name, file_names)
     else:
         name = Path(source).name
         grid = read_image(source, "label map")
-        classes = _classes_from_values(_integer_labels(grid, name), table, mapping, name)
+        classes = _classes_from_values(_integer_labels(grid, name), table, mapping, name, file_values)
     if not classes.any():
         raise InputError(f"label map {name} has no foreground (every voxel is background): "
                          "paint or load at least one structure")

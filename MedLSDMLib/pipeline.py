@@ -19,6 +19,7 @@ from .errors import Cancelled, InputError, OutOfMemory
 from .geometry import check_overlap, resample, working_grid
 from .networks import VQGAN
 from .labels import LabelSource, LabelTable, class_image
+from .mapfile import MapFile
 from .memory import plan_memory
 from .registry import resolve_model
 from .sampling import SAMPLERS, CancelFn, GuidedUNet, ProgressFn, default_sampler, resolve_steps, sample_latent
@@ -128,6 +129,7 @@ class Generator:
     def generate(self, labels: LabelSource, reference: Union[str, Path, sitk.Image, None] = None, *,
                  steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
                  sampler: Optional[str] = None, samples: int = 1, mapping: Optional[Mapping[str, str]] = None,
+                 map_file: Union[MapFile, str, Path, None] = None,
                  device: Optional[str] = None, precision: Optional[str] = None,
                  max_memory: Optional[float] = None, progress: Optional[ProgressFn] = None,
                  cancel: Optional[CancelFn] = None, log: Optional[Callable[[str], None]] = None) -> List[sitk.Image]:
@@ -135,7 +137,8 @@ class Generator:
 
         Each result lies exactly on the grid of ``reference`` when given, else of the label map.
         Sample k uses seed ``seed + k``; the same seed gives the same image. ``mapping`` maps input
-        label values or segment names to model classes (names or values)."""
+        label values or segment names to model classes (names or values); ``map_file`` (mapfile.read_map_file)
+        maps those it lists, under ``mapping``."""
         card = self.card
         sampler = sampler or default_sampler(card.scheduler)
         steps = resolve_steps(sampler, steps, card.scheduler)
@@ -149,7 +152,7 @@ class Generator:
         dtype = resolve_precision(precision or self.precision_name, torch_device)
         autocast = _autocast(torch_device, dtype)
 
-        classes = class_image(labels, self.table, mapping)
+        classes = class_image(labels, self.table, mapping, map_file)
         if reference is None:
             target = classes
         else:
