@@ -62,7 +62,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=1, help="number of images; K>1 writes OUTPUT_01 ... OUTPUT_K")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     p.add_argument("--precision", default="auto", help="auto (bf16), fp32, bf16 or fp16")
-    p.add_argument("--max-memory", type=float, metavar="GIB", help="memory to stay within (default: what is free)")
+    p.add_argument("--max-memory", metavar="GIB", help="memory to stay within in GiB (default: what is free)")
     p.add_argument("--progress", choices=("text", "json", "none"), default="text",
                    help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)")
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
@@ -168,28 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
 def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
     from .labels import parse_mapping
     from .mapfile import read_map_file
-    from .pipeline import Generator
-    from .volumes import check_output_path, numbered_paths, write_image
+    from .pipeline import Generator, check_generation_options, parse_max_memory
+    from .volumes import StagedImages, check_output_path, numbered_paths
 
     start = time.perf_counter()
-    if args.samples < 1:
-        raise InputError(f"--samples {args.samples}: the number of samples must be at least 1")
+    max_memory = parse_max_memory(args.max_memory)
+    check_generation_options(guidance=args.guidance, seed=args.seed, samples=args.samples, max_memory=max_memory)
     inputs = [args.labels, args.reference]
     outputs = [check_output_path(p, inputs) for p in numbered_paths(check_output_path(args.output, inputs),
                                                                       args.samples)]
     map_file = read_map_file(args.map_file) if args.map_file else None
     generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
-    images = generator.generate(args.labels, args.reference, steps=args.steps, guidance=args.guidance,
-                                seed=args.seed, sampler=args.sampler, samples=args.samples,
-                                mapping=parse_mapping(args.map), map_file=map_file, max_memory=args.max_memory,
-                                progress=reporter.progress, cancel=cancel, log=reporter.log)
-    if cancel():
-        raise Cancelled()
-    for k, (image, path) in enumerate(zip(images, outputs)):
-        write_image(image, path)
-        reporter.progress("write", k + 1, len(outputs))
-    reporter.done([str(p) for p in outputs], [int(i.GetMetaData("medlsdm_seed")) for i in images],
-                  time.perf_counter() - start)
+    seeds: List[int] = []
+    # each sample is written (and read back) as soon as it is done, into a hidden folder beside the
+    # outputs; all of them are renamed into place at the end, so a failure or a cancel replaces nothing
+    with StagedImages(outputs) as staged:
+        def write_sample(k: int, image: "sitk.Image") -> None:
+            staged.write(k, image)
+            seeds.append(int(image.GetMetaData("medlsdm_seed")))
+            reporter.progress("write", k + 1, len(outputs))
+
+        generator.generate(args.labels, args.reference, steps=args.steps, guidance=args.guidance,
+                           seed=args.seed, sampler=args.sampler, samples=args.samples,
+                           mapping=parse_mapping(args.map), map_file=map_file, max_memory=max_memory,
+                           progress=reporter.progress, cancel=cancel, log=reporter.log, on_sample=write_sample)
+        if cancel():
+            raise Cancelled()
+        staged.commit()
+    reporter.done([str(p) for p in outputs], seeds, time.perf_counter() - start)
     return 0
 
 

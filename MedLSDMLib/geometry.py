@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -22,24 +23,46 @@ def corners(image: sitk.Image) -> np.ndarray:
     return index @ matrix.T + np.array(image.GetOrigin())
 
 
-def working_grid(image: sitk.Image, spacing: Sequence[float], orientation: str, multiple: int) -> sitk.Image:
-    """An empty UInt8 image on the grid the model generates on: the image's axes permuted and
-    flipped to ``orientation`` (as MONAI's Orientation does; obliquity is kept), the model's
-    spacing, covering the image's extent, each size padded evenly to a multiple of ``multiple``."""
+@dataclass
+class GridSpec:
+    """A grid's geometry without its voxels (so that its memory can be planned before it exists)."""
+
+    size: Tuple[int, int, int]
+    spacing: Tuple[float, float, float]
+    origin: Tuple[float, float, float]
+    direction: Tuple[float, ...]
+
+    def image(self) -> sitk.Image:
+        grid = sitk.Image([int(s) for s in self.size], sitk.sitkUInt8)
+        grid.SetSpacing(self.spacing)
+        grid.SetDirection(self.direction)
+        grid.SetOrigin(self.origin)
+        return grid
+
+
+def working_geometry(image: sitk.Image, spacing: Sequence[float], orientation: str, multiple: int,
+                     minimum: int = 0) -> GridSpec:
+    """The grid the model generates on: the image's axes permuted and flipped to ``orientation`` (as
+    MONAI's Orientation does; obliquity is kept), the model's spacing, covering the image's extent,
+    each size padded evenly to a multiple of ``multiple`` and to at least ``minimum`` voxels (the
+    networks' smallest input)."""
     direction = _direction(sitk.DICOMOrient(image, orientation))
     local = corners(image) @ direction  # coordinates along the working axes
     low, high = local.min(axis=0), local.max(axis=0)
     spacing = np.asarray(spacing, dtype=float)
-    size = np.maximum(np.ceil((high - low) / spacing - 1e-6), 1).astype(int)
+    size = np.maximum(np.ceil((high - low) / spacing - 1e-6), max(minimum, 1)).astype(np.int64)
     padded = ((size + multiple - 1) // multiple) * multiple
     # the grid is centred on the extent; its first voxel centre, in working coordinates:
     first_centre = (low + high) / 2 - (padded - 1) * spacing / 2
     origin = direction @ first_centre
-    grid = sitk.Image([int(s) for s in padded], sitk.sitkUInt8)
-    grid.SetSpacing(spacing.tolist())
-    grid.SetDirection(direction.flatten().tolist())
-    grid.SetOrigin(origin.tolist())
-    return grid
+    return GridSpec(tuple(int(s) for s in padded), tuple(float(s) for s in spacing),
+                    tuple(float(o) for o in origin), tuple(float(d) for d in direction.flatten()))
+
+
+def working_grid(image: sitk.Image, spacing: Sequence[float], orientation: str, multiple: int,
+                 minimum: int = 0) -> sitk.Image:
+    """An empty UInt8 image on ``working_geometry``'s grid."""
+    return working_geometry(image, spacing, orientation, multiple, minimum).image()
 
 
 def resample(image: sitk.Image, grid: sitk.Image, interpolator: int, default: float = 0.0) -> sitk.Image:

@@ -2,23 +2,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .config import ModelCard
 from .errors import OutOfMemory
+
+if TYPE_CHECKING:  # torch is imported only where a GPU is asked about: volumes use this module too
+    import torch
 
 GIB = 1024 ** 3
 BYTES = 4  # activations are counted as fp32: normalisation layers run in fp32 under autocast
 DECODE_TILES = (32, 24, 16, 8)  # latent voxels per side of a decoding tile, largest first
 
 
-def available_bytes(device: torch.device) -> Optional[int]:
+def available_bytes(device: "torch.device") -> Optional[int]:
     """Free memory on ``device`` in bytes, or None when it cannot be told."""
     if device.type == "cuda":
+        import torch
+
         return int(torch.cuda.mem_get_info(device)[0])
+    return available_ram()
+
+
+def available_ram() -> Optional[int]:
+    """Available main memory in bytes, or None when it cannot be told."""
     try:
         import psutil
 
@@ -71,10 +80,12 @@ class MemoryPlan:
 
 
 def plan_memory(card: ModelCard, latent_size: Sequence[int], batch: int, device: torch.device,
-                max_memory_gib: Optional[float] = None, weights: int = 0) -> MemoryPlan:
+                max_memory_gib: Optional[float] = None, weights: int = 0, resident: int = 0) -> MemoryPlan:
     """Choose whole or tiled decoding so the request fits, or raise OutOfMemory saying what to do.
-    ``max_memory_gib`` caps the budget; otherwise it is the free memory of ``device``."""
+    ``max_memory_gib`` caps the budget; otherwise it is the free memory of ``device``. ``resident``:
+    bytes held throughout besides the weights (the output images, counted like the weights)."""
     budget = int(max_memory_gib * GIB) if max_memory_gib is not None else available_bytes(device)
+    weights = weights + resident
     sampling = unet_bytes(card, latent_size, batch) + weights
     needed = max(sampling, decode_bytes(card, latent_size, None) + weights)
     if budget is None or needed <= budget:

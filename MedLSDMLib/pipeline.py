@@ -16,7 +16,7 @@ from .bundle import ModelBundle
 from .conditioning import condition_map
 from .config import ModelCard
 from .errors import Cancelled, InputError, OutOfMemory
-from .geometry import check_overlap, resample, working_grid
+from .geometry import check_overlap, resample, working_geometry
 from .networks import VQGAN
 from .labels import LabelSource, LabelTable, class_image
 from .mapfile import MapFile
@@ -95,6 +95,41 @@ def decode_latent(autoencoder: VQGAN, latent: torch.Tensor, tile: Optional[int] 
     return sliding_window_inference(quantized, roi, 1, decode_window, overlap=TILE_OVERLAP, mode="gaussian")
 
 
+MAX_SEED = 2 ** 63 - 1
+
+
+def check_generation_options(guidance: Optional[float] = None, seed: Optional[int] = None, samples: int = 1,
+                             max_memory: Optional[float] = None) -> None:
+    """The generation options that need no model, checked before any work; InputError names the
+    option, its value and what it must be."""
+    if guidance is not None and not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 0):
+        raise InputError(f"--guidance {guidance}: the guidance scale must be a finite number, 0 or more "
+                         "(the model's default is usually 1 to 5)")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise InputError(f"--samples {samples}: the number of samples must be at least 1")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED - (samples - 1)):
+        raise InputError(f"--seed {seed}: the seed must be a whole number from 0 to {MAX_SEED - (samples - 1)} "
+                         "(sample k uses seed + k)")
+    if max_memory is not None and not (isinstance(max_memory, (int, float)) and math.isfinite(max_memory)
+                                       and max_memory > 0):
+        raise InputError(f"--max-memory {max_memory}: give the memory to stay within in GiB, a positive number "
+                         "such as 8 (or leave it out to use what is free)")
+
+
+def parse_max_memory(text: Union[str, float, None]) -> Optional[float]:
+    """``--max-memory``'s value in GiB: a finite positive number, or InputError."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"--max-memory {text}: give the memory to stay within in GiB, a positive number "
+                         "such as 8 (or leave it out to use what is free)")
+    return value
+
+
 class Generator:
     """A loaded model that turns label maps into synthetic images on the label map's grid.
 
@@ -132,21 +167,21 @@ class Generator:
                  map_file: Union[MapFile, str, Path, None] = None,
                  device: Optional[str] = None, precision: Optional[str] = None,
                  max_memory: Optional[float] = None, progress: Optional[ProgressFn] = None,
-                 cancel: Optional[CancelFn] = None, log: Optional[Callable[[str], None]] = None) -> List[sitk.Image]:
+                 cancel: Optional[CancelFn] = None, log: Optional[Callable[[str], None]] = None,
+                 on_sample: Optional[Callable[[int, sitk.Image], None]] = None) -> List[sitk.Image]:
         """Synthetic images for a label map (a path, a Slicer .seg.nrrd or a SimpleITK image).
 
         Each result lies exactly on the grid of ``reference`` when given, else of the label map.
         Sample k uses seed ``seed + k``; the same seed gives the same image. ``mapping`` maps input
         label values or segment names to model classes (names or values); ``map_file`` (mapfile.read_map_file)
-        maps those it lists, under ``mapping``."""
+        maps those it lists, under ``mapping``. With ``on_sample``, each image is handed to it as soon
+        as it is done (``on_sample(k, image)``, e.g. to write it) and not kept: the list returned is
+        empty, and the memory plan counts one image instead of ``samples``."""
         card = self.card
         sampler = sampler or default_sampler(card.scheduler)
         steps = resolve_steps(sampler, steps, card.scheduler)
+        check_generation_options(guidance=guidance, seed=seed, samples=samples, max_memory=max_memory)
         guidance = card.default_guidance if guidance is None else float(guidance)
-        if not guidance >= 0:
-            raise InputError(f"--guidance {guidance}: the guidance scale must be 0 or more")
-        if samples < 1:
-            raise InputError(f"--samples {samples}: the number of samples must be at least 1")
         seed = random.randrange(2 ** 31) if seed is None else int(seed)
         torch_device = resolve_device(device or self.device_name)
         dtype = resolve_precision(precision or self.precision_name, torch_device)
@@ -158,12 +193,18 @@ class Generator:
         else:
             target = reference if isinstance(reference, sitk.Image) else read_image(reference, "reference image")
             check_overlap(classes, target)
-        grid = working_grid(classes, card.spacing, card.orientation, card.size_multiple)
-        on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
+        # at least two voxels per axis at the UNet's deepest level (its normalisation needs more than one)
+        spec = working_geometry(classes, card.spacing, card.orientation, card.size_multiple, 2 * card.size_multiple)
         factor = card.autoencoder.downsample_factor
-        latent_size = [s // factor for s in on_grid.shape]
+        latent_size = [s // factor for s in spec.size]
         batched = SAMPLERS[sampler].batched and guidance not in (0.0, 1.0)
-        plan = plan_memory(card, latent_size, 2 if batched else 1, torch_device, max_memory, self.bundle.weight_bytes())
+        # output images held at once (float32 on the target grid, and the copy a checked write reads back)
+        held = (1 if on_sample is not None else samples) + 1
+        output_bytes = held * 4 * int(np.prod(target.GetSize(), dtype=np.float64)) + 4 * int(np.prod(spec.size, dtype=np.float64))
+        plan = plan_memory(card, latent_size, 2 if batched else 1, torch_device, max_memory, self.bundle.weight_bytes(),
+                           resident=output_bytes if torch_device.type == "cpu" else 0)
+        grid = spec.image()
+        on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
         if log is not None:
             log(f"model {card.name} {card.version}: sampler {sampler}, {steps} steps, guidance {guidance:g}, "
                 f"seed {seed}; grid {'x'.join(map(str, on_grid.shape))} at "
@@ -202,5 +243,9 @@ class Generator:
             for key, value in (("medlsdm_model", f"{card.name} {card.version}"), ("medlsdm_seed", str(seed + k)),
                                ("medlsdm_sampler", f"{sampler} {steps} steps, guidance {guidance:g}")):
                 image.SetMetaData(key, value)
-            results.append(image)
+            if on_sample is not None:
+                on_sample(k, image)
+            else:
+                results.append(image)
+            del image, array, decoded, latent
         return results
