@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Synthetic 3D medical images from segmentations.")
     parser.add_argument("--version", action="version", version=f"medlsdm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{demo,generate,models,train,evaluate,benchmark,compare}")
+                                     metavar="{demo,generate,reconstruct,models,train,evaluate,benchmark,compare}")
     _add_generate(commands)
     _add_models(commands)
     _add_train(commands)

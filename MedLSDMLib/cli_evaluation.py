@@ -38,6 +38,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(run=run_evaluate)
 
+    p = commands.add_parser("reconstruct", help="round-trip a real image through a model's autoencoder (the ceiling "
+                                               "of any sample)",
+                            description="Normalise IMAGE as training does, encode, quantise, decode and de-normalise "
+                                        "it with the model's autoencoder, and write the result on IMAGE's exact grid. "
+                                        "No sample can be closer to the real image: evaluate scores it like a "
+                                        "synthetic image.")
+    p.add_argument("image", help="the real image (.nii.gz, .nii, .nrrd, .mha)")
+    p.add_argument("labels", help="its label map (for the foreground the intensity normalisation uses)")
+    p.add_argument("-o", "--output", required=True, help="output image; its extension picks the format")
+    p.add_argument("--model", help="bundle folder or a name from Resources/Models.json (default: the first)")
+    p.add_argument("--map", action="append", default=[], metavar="NAME=CLASS",
+                   help="map a label value to a model class (repeatable), as for generate")
+    p.add_argument("--map-file", metavar="FILE", help="mapping file for the label map, as for generate")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    p.add_argument("--progress", choices=("text", "json", "none"), default="text",
+                   help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    p.set_defaults(run=run_reconstruct)
+
     p = commands.add_parser("benchmark", help="time, memory and UNet evaluations of each sampler",
                             description="Generate from a synthetic label map with each configuration, each in a "
                                         "process of its own; writes benchmark.md, .json and .png.")
@@ -116,6 +136,29 @@ def summary_line(what: str, summary: dict) -> str:
     return (f"{what}: Dice ratio {n(summary['dice']['ratio_of_means'])}, correlation {n(r['correlation'])}, "
             f"histogram distance {n(r['histogram_distance_mean'])}, sharpness/real {n(r['sharpness_ratio_foreground'])}, "
             f"background noise {n(r['background_noise_synthetic'])} (real {n(r['background_noise_real'])})")
+
+
+def run_reconstruct(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    import time
+
+    from .labels import parse_mapping
+    from .mapfile import read_map_file
+    from .pipeline import Generator
+    from .volumes import check_output_path, write_image
+
+    start = time.perf_counter()
+    output = check_output_path(args.output, [args.image, args.labels])
+    map_file = read_map_file(args.map_file) if args.map_file else None
+    generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
+    image = generator.reconstruct(args.image, args.labels, mapping=parse_mapping(args.map), map_file=map_file,
+                                  progress=reporter.progress, cancel=cancel, log=reporter.log)
+    if cancel():
+        raise Cancelled()
+    write_image(image, output)
+    reporter.done([str(output)], [], time.perf_counter() - start)
+    if args.progress != "json":
+        print(f"wrote {output}", flush=True)
+    return 0
 
 
 def run_benchmark(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:

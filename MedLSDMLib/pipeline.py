@@ -249,3 +249,11 @@ class Generator:
                 results.append(image)
             del image, array, decoded, latent
         return results
+
+
+    def reconstruct(self, image: Union[str, Path, sitk.Image], labels: LabelSource, **options) -> sitk.Image:
+        """``image`` round-tripped through the autoencoder (normalise, encode, quantise, decode, de-normalise)
+        on its own grid: the ceiling of any sample. Options as reconstruct.reconstruct."""
+        from .reconstruct import reconstruct
+
+        return reconstruct(self, image, labels, **options)
