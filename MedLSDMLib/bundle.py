@@ -65,7 +65,12 @@ def load_weights(module: nn.Module, path: Path) -> None:
     try:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for a malformed file
-        raise ModelError(f"{path} is not a valid safetensors file ({exc})") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise ModelError(f"{path} is not a valid safetensors file ({reason})") from None
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(f"{path.name} holds NaN or infinite weights ({key}): the model is broken; "
+                             "retrain it, or use an earlier bundle")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -200,21 +200,21 @@ def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[
 
 
 def run_models_list(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
-    from .registry import known_models, models_home
+    from .registry import known_models, models_home, printable
 
     entries = known_models()
     if not entries:
         print("no models are registered; pass a bundle folder to --model")
     for entry in entries:
         state = "bundled" if entry.path else ("downloaded" if entry.installed() else "available for download")
-        print(f"{entry.name} {entry.version} ({state}): {entry.description}")
+        print(printable(f"{entry.name} {entry.version} ({state}): {entry.description}"))
     print(f"downloads go to {models_home()} (set MEDLSDM_HOME to change)", file=sys.stderr)
     return 0
 
 
 def run_models_info(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
     from .bundle import read_card
-    from .registry import resolve_model
+    from .registry import printable, resolve_model
     from .sampling import SAMPLERS
 
     folder = resolve_model(args.model, reporter.progress)
@@ -231,16 +231,17 @@ def run_models_info(args: argparse.Namespace, reporter: Reporter, cancel: Callab
     rows += [(f"training.{k}", str(v)) for k, v in card.training.items()]
     rows += [(f"metrics.{k}", str(v)) for k, v in card.metrics.items()]
     for key, value in rows:
-        print(f"{key:>12}: {value}")
+        print(printable(f"{key:>12}: {value}"))
     return 0
 
 
 def run_models_verify(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
     from .bundle import ModelBundle
-    from .registry import resolve_model
+    from .registry import printable, resolve_model
 
     bundle = ModelBundle.load(resolve_model(args.model, reporter.progress))
-    print(f"OK: {bundle.card.name} {bundle.card.version} at {bundle.path}: hashes match and the weights fit the networks")
+    print(printable(f"OK: {bundle.card.name} {bundle.card.version} at {bundle.path}: hashes match and the weights "
+                    "fit the networks"))
     return 0
 
 

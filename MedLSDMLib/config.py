@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple, Type, TypeVar
@@ -34,6 +35,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -56,6 +59,30 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
         return cls(**kwargs)  # type: ignore[call-arg]
     except TypeError as exc:
         raise ValueError(f"{where or cls.__name__}: {exc}") from None
+
+
+def _positive(where: str, *values: int) -> None:
+    if any(v < 1 for v in values):
+        raise ValueError(f"{where} must be at least 1")
+
+
+def _finite(where: str, value: float, low: float = -math.inf, high: float = math.inf) -> None:
+    """``value`` is a finite number in [low, high], or ValueError naming ``where``."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+        bounds = "" if (low, high) == (-math.inf, math.inf) else f" in [{low:g}, {high:g}]"
+        raise ValueError(f"{where} must be a finite number{bounds}, not {value!r}")
+
+
+ORIENTATION_AXES = ("RL", "AP", "SI")
+SCHEDULES = ("cosine", "linear_beta", "scaled_linear_beta", "sigmoid_beta")  # MONAI's NoiseSchedules
+
+
+def check_orientation(code: str) -> None:
+    """A three-letter code with one letter of each of R/L, A/P, S/I (RAS, LPS, PIR, ...)."""
+    if not (isinstance(code, str) and len(code) == 3
+            and sorted(next((i for i, pair in enumerate(ORIENTATION_AXES) if c in pair), 9) for c in code) == [0, 1, 2]):
+        raise ValueError(f"orientation {code!r} is not an orientation code: need one letter of each of R/L, A/P "
+                         "and S/I, such as RAS or LPS")
 
 
 def to_dict(obj: Any) -> Dict[str, Any]:
@@ -83,6 +110,13 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         if len(self.num_res_channels) != len(self.channels):
             raise ValueError("autoencoder: num_res_channels needs one entry per entry of channels")
+        _positive("autoencoder: in_channels, channels, num_res_layers, num_res_channels, latent_channels and "
+                  "num_embeddings", self.in_channels, *self.channels, self.num_res_layers, *self.num_res_channels,
+                  self.latent_channels, self.num_embeddings)
+        if not self.channels:
+            raise ValueError("autoencoder.channels needs at least one entry")
+        _finite("autoencoder.commitment_cost", self.commitment_cost, 0.0)
+        _finite("autoencoder.decay", self.decay, 0.0, 1.0)
 
 
 @dataclass
@@ -101,6 +135,11 @@ class UNetConfig:
         return 2 ** (len(self.channels) - 1)
 
     def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("unet.channels needs at least one entry")
+        _positive("unet: channels, num_res_blocks, norm_num_groups, num_head_channels and "
+                  "spade_intermediate_channels", *self.channels, self.num_res_blocks, self.norm_num_groups,
+                  self.num_head_channels, self.spade_intermediate_channels)
         if len(self.attention_levels) != len(self.channels):
             raise ValueError("unet: attention_levels needs one entry per entry of channels")
         if any(c % self.norm_num_groups for c in self.channels):
@@ -123,6 +162,8 @@ class SchedulerConfig:
             raise ValueError("scheduler.prediction_type must be 'epsilon' or 'v_prediction'")
         if self.num_train_timesteps < 1:
             raise ValueError("scheduler.num_train_timesteps must be at least 1")
+        if self.kind == "ddpm" and self.schedule not in SCHEDULES:
+            raise ValueError(f"scheduler.schedule {self.schedule!r} is not known: use one of {', '.join(SCHEDULES)}")
 
 
 @dataclass
@@ -132,6 +173,14 @@ class LabelEntry:
     value: int
     name: str
     color: Tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if not str(self.name).strip():
+            raise ValueError(f"labels: the class of value {self.value} needs a name")
+        if len(self.color) not in (3, 4):
+            raise ValueError(f"labels: the colour of {self.name!r} needs three numbers (red, green, blue)")
+        for c in self.color:
+            _finite(f"labels: the colour of {self.name!r}", c, 0.0, 1.0)
 
 
 @dataclass
@@ -147,8 +196,17 @@ class IntensityConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("percentile", "window"):
             raise ValueError("intensity.mode must be 'percentile' or 'window'")
+        _finite("intensity.low", self.low)
+        _finite("intensity.high", self.high)
+        _finite("intensity.lower_percentile", self.lower_percentile, 0.0, 100.0)
+        _finite("intensity.upper_percentile", self.upper_percentile, 0.0, 100.0)
+        if not self.upper_percentile > self.lower_percentile:
+            raise ValueError("intensity.upper_percentile must be greater than intensity.lower_percentile")
         if not self.high > self.low:
             raise ValueError("intensity.high must be greater than intensity.low")
+
+
+MIN_MODEL_SPACING, MAX_MODEL_SPACING = 0.01, 100.0  # mm
 
 
 @dataclass
@@ -179,10 +237,15 @@ class ModelCard:
             raise ValueError("labels: need at least two classes with distinct values")
         if 0 not in values:
             raise ValueError("labels: the table must include the background value 0")
-        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+        if len(self.spacing) != 3:
             raise ValueError("spacing: need three positive numbers")
-        if len(self.orientation) != 3:
-            raise ValueError("orientation: need a three-letter code such as RAS or LPS")
+        for s in self.spacing:
+            _finite("spacing", s, MIN_MODEL_SPACING, MAX_MODEL_SPACING)
+        check_orientation(self.orientation)
+        _finite("latent_scale", self.latent_scale)
+        if not self.latent_scale > 0:
+            raise ValueError(f"latent_scale must be greater than 0, not {self.latent_scale!r}")
+        _finite("default_guidance", self.default_guidance, 0.0)
 
     @property
     def size_multiple(self) -> int:
