@@ -40,7 +40,12 @@ class Distributed:
 
 
 def setup(device: str = "auto") -> Distributed:
-    """Join the process group torchrun describes in the environment (or run alone)."""
+    """Join the process group torchrun describes in the environment (or run alone). ``device`` is
+    checked as generation checks it: asking for a GPU that PyTorch does not see is an InputError."""
+    if device != "auto":
+        from .pipeline import resolve_device
+
+        device = resolve_device(device).type
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

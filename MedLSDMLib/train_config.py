@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 import yaml
 
-from .config import AutoencoderConfig, IntensityConfig, LabelEntry, SchedulerConfig, UNetConfig, from_dict
+from .config import (AutoencoderConfig, IntensityConfig, LabelEntry, ModelCard, SchedulerConfig, UNetConfig,
+                     from_dict)
 from .errors import InputError
 
 T = TypeVar("T")
@@ -63,6 +64,10 @@ class TrainingCommon:
             raise ValueError("training: steps, batch_size, grad_accumulation and the *_every values must be >= 1")
         if len(self.patch_size) != 3 or min(self.patch_size) < 8:
             raise ValueError("training.patch_size needs three sizes of at least 8")
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError(f"training.learning_rate must be a positive number up to 1, not {self.learning_rate!r}")
+        if not 0 <= self.seed < 2 ** 63 - 2 ** 20:
+            raise ValueError("training.seed must be a whole number from 0 to 2**63 - 2**20")
 
 
 @dataclass
@@ -88,6 +93,10 @@ class DiffusionTraining(TrainingCommon):
         super().__post_init__()
         if not 0 <= self.label_dropout < 1:
             raise ValueError("training.label_dropout must be in [0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("training.ema_decay must be in [0, 1)")
+        if self.validation_steps < 1:
+            raise ValueError("training.validation_steps must be at least 1")
         if self.loss not in ("l1", "l2"):
             raise ValueError("training.loss must be l1 or l2")
 
@@ -105,6 +114,16 @@ class VQGANModel:
     description: str = ""
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+
+    def __post_init__(self) -> None:
+        values = [e.value for e in self.labels]
+        duplicates = sorted({v for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"model.labels: value(s) {', '.join(map(str, duplicates))} appear more than once")
+        # the checks of the model card it becomes, before any data is read
+        ModelCard(name=self.name, labels=self.labels, spacing=self.spacing, orientation=self.orientation,
+                  modality=self.modality, version=self.version, intensity=self.intensity,
+                  autoencoder=self.autoencoder)
 
 
 @dataclass
@@ -141,6 +160,34 @@ class DiffusionRun:
 RunConfig = Union[VQGANRun, DiffusionRun]
 
 
+MAX_CONFIG_NODES = 100_000
+
+
+def _expanded_size(data: Any) -> int:
+    """How many values ``data`` holds once YAML aliases are expanded, counted without expanding them:
+    aliases load as shared objects, so each object's count is computed once (a "billion laughs" file
+    of nested aliases is a small graph whose expansion is astronomically large)."""
+    sizes: Dict[int, int] = {}
+    visiting = set()
+    # post-order over the graph of containers, iteratively (deeply nested files must not recurse)
+    stack = [(data, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, (dict, list)) or id(node) in sizes:
+            continue
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        if children_done:
+            sizes[id(node)] = min(1 + sum(sizes.get(id(c), 1) for c in children), MAX_CONFIG_NODES + 1)
+            visiting.discard(id(node))
+        elif id(node) in visiting:
+            return MAX_CONFIG_NODES + 1  # a value that contains itself: endless
+        else:
+            visiting.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in sizes)
+    return sizes.get(id(data), 1)
+
+
 def load_run_config(path: Union[str, Path], kind: Type[T]) -> T:
     """Read a YAML config; relative paths in it are relative to the config file's folder."""
     path = Path(path)
@@ -150,6 +197,11 @@ def load_run_config(path: Union[str, Path], kind: Type[T]) -> T:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise InputError(f"config {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"config {path} cannot be read as UTF-8 text ({type(exc).__name__}): give a YAML file") from None
+    if _expanded_size(data) > MAX_CONFIG_NODES:
+        raise InputError(f"config {path} expands to more than {MAX_CONFIG_NODES} values through YAML aliases "
+                         "(a config needs a few hundred): write it out without nested aliases")
     if not isinstance(data, dict):
         raise InputError(f"config {path} must be a mapping of sections (output, data, model, training)")
     try:

@@ -5,6 +5,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,11 +19,84 @@ from tqdm import tqdm
 from .config import to_dict
 from .data import Case, PatchDataset
 from .distributed import Distributed, setup
-from .errors import Cancelled, InputError, MedLSDMError
+from .errors import Cancelled, InputError, MedLSDMError, ModelError
 from .train_config import RunConfig
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
+LOCK_FILE = ".medlsdm-run.lock"
+# what a run writes before its first checkpoint: a run killed then (kill -9) may simply start again
+EARLY_FILES = {RUN_FILE, "figures", "metrics.csv", "tensorboard", LOCK_FILE, f".{CHECKPOINT}.partial"}
+
+
+class RunLock:
+    """An exclusive lock on a run folder (``fcntl.flock`` on a file in it), held by the main process for
+    the whole run, so that a second process (a ``--resume`` while the run goes on) is refused with one
+    line. The folder is created if needed, and removed again if the run ends having written nothing.
+    The kernel releases the lock when the process dies, kill -9 included."""
+
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        self.folder, self.enabled = folder, enabled
+        self.created = False
+        self.stream: Optional[Any] = None
+
+    def __enter__(self) -> "RunLock":
+        if not self.enabled:
+            return self
+        if self.folder.exists() and not self.folder.is_dir():
+            raise InputError(f"output {self.folder} is a file, not a folder: set output in the config to a folder")
+        self.created = not self.folder.exists()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder {self.folder} ({exc.strerror or exc}): "
+                             "set output in the config to a writable folder") from None
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks, runs are not guarded
+            return self
+        path = self.folder / LOCK_FILE
+        while True:
+            try:
+                stream = open(path, "a+", encoding="utf-8")
+            except OSError as exc:
+                self._remove_if_empty()
+                raise InputError(f"cannot write into the output folder {self.folder} ({exc.strerror or exc}): "
+                                 "set output in the config to a writable folder") from None
+            try:
+                fcntl.flock(stream.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                stream.seek(0)
+                holder = stream.read().strip() or "another process"
+                stream.close()
+                raise InputError(f"output folder {self.folder} is in use by another training process "
+                                 f"(pid {holder}): wait for it to end, or set another output folder") from None
+            try:
+                same = os.path.samestat(os.fstat(stream.fileno()), os.stat(path))
+            except OSError:
+                same = False
+            if same:  # not a lock file its previous holder removed meanwhile
+                break
+            stream.close()
+        stream.seek(0)
+        stream.truncate()
+        stream.write(str(os.getpid()))
+        stream.flush()
+        self.stream = stream
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                (self.folder / LOCK_FILE).unlink()
+            self.stream.close()
+            self.stream = None
+        self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when empty
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -68,14 +142,26 @@ class Trainer:
         """Refuse to start over another run, or to resume a run of another config (nothing written)."""
         run_file, checkpoint = self.output / RUN_FILE, self.output / CHECKPOINT
         record = {"stage": self.stage, "config": to_dict(self.config)}
+        if self.output.exists() and not self.output.is_dir():
+            raise InputError(f"output {self.output} is a file, not a folder: set output in the config to a folder")
+        names = {p.name for p in self.output.iterdir()} if self.output.is_dir() else set()
+        # a run stopped (kill -9, a crash) before its first checkpoint: nothing to resume, so it starts over
+        self.restart = RUN_FILE in names and not checkpoint.exists() and names <= EARLY_FILES
         if self.resume:
+            if self.restart:
+                raise InputError(f"--resume: the run in {self.output} stopped before its first checkpoint, so there "
+                                 "is nothing to continue: start it again without --resume (it starts over)")
             if not checkpoint.is_file() or not run_file.is_file():
                 raise InputError(f"--resume: {self.output} holds no checkpoint of a run to continue")
-            previous = json.loads(run_file.read_text(encoding="utf-8"))
-            if previous.get("stage") != self.stage or _comparable(previous["config"]) != _comparable(record["config"]):
+            try:
+                previous = json.loads(run_file.read_text(encoding="utf-8"))
+                same = previous.get("stage") == self.stage and _comparable(previous["config"]) == _comparable(record["config"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise InputError(f"--resume: {run_file} is damaged: start the run again in another folder") from None
+            if not same:
                 raise InputError(f"--resume: the config differs from the one {self.output} was started with "
                                  "(only training.steps may change): use the original config")
-        elif self.output.exists() and any(self.output.iterdir()):
+        elif names - {LOCK_FILE} and not self.restart:
             raise InputError(f"output folder {self.output} already holds a run: use --resume to continue it, "
                              "or set another output folder")
 
@@ -84,6 +170,14 @@ class Trainer:
         if self.resume:
             self.load_checkpoint()
         elif self.dist.is_main:
+            if self.restart:  # the logs of a run that never reached its first checkpoint
+                tqdm.write(f"starting over: the run in {self.output} stopped before its first checkpoint",
+                           file=sys.stderr)
+                for name in ("metrics.csv", f".{CHECKPOINT}.partial"):
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.output / name).unlink()
+                for name in ("tensorboard", "figures"):
+                    shutil.rmtree(self.output / name, ignore_errors=True)
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / "figures").mkdir(exist_ok=True)
             record = {"stage": self.stage, "config": to_dict(self.config)}
@@ -178,11 +272,25 @@ class Trainer:
         self.dist.barrier()
 
     def load_checkpoint(self) -> None:
-        state = torch.load(self.output / CHECKPOINT, map_location="cpu", weights_only=True)
-        self.step, self.seconds = int(state["step"]), float(state["seconds"])
-        torch.set_rng_state(state["rng"])
-        torch.manual_seed(self.settings.seed + self.dist.rank + self.step)  # each process its own stream
-        self.load_state(state)
+        """Load the checkpoint to resume (tensors and plain values only: ``weights_only``, never any
+        other pickled object); a damaged one (truncated, empty, garbage, another network's) is one
+        ModelError line."""
+        path = self.output / CHECKPOINT
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise TypeError("not a dictionary")
+            self.step, self.seconds = int(state["step"]), float(state["seconds"])
+            torch.set_rng_state(state["rng"])
+            torch.manual_seed(self.settings.seed + self.dist.rank + self.step)  # each process its own stream
+            self.load_state(state)
+        except MedLSDMError:
+            raise
+        except Exception as exc:  # torch.load and load_state_dict raise many kinds for a damaged file
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise ModelError(f"checkpoint {path} is damaged or does not fit this config ({type(exc).__name__}"
+                             f"{': ' + first if first else ''}): start again in another output folder, or "
+                             "restore the checkpoint") from None
 
     # -- logs ---------------------------------------------------------------------------
     def log_metrics(self, values: Dict[str, float]) -> None:
@@ -213,12 +321,13 @@ class Trainer:
     @classmethod
     def run(cls, config: RunConfig, resume: bool = False, device: str = "auto",
             cancel: Optional[Callable[[], bool]] = None) -> Path:
-        """Build the trainer, train, and leave the process group however it ends."""
-        trainer = cls(config, resume, device)
-        try:
-            return trainer.fit(trainer.batches, cancel)
-        finally:
-            trainer.dist.close()
+        """Lock the run folder, build the trainer, train, and leave the process group however it ends."""
+        with RunLock(Path(config.output), enabled=int(os.environ.get("RANK", "0")) == 0):
+            trainer = cls(config, resume, device)
+            try:
+                return trainer.fit(trainer.batches, cancel)
+            finally:
+                trainer.dist.close()
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, batches: Iterator[Dict[str, torch.Tensor]], cancel: Optional[Callable[[], bool]] = None) -> Path:
