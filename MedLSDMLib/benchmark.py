@@ -177,7 +177,12 @@ def agreement(output: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> Di
     """Pearson correlation and mean absolute difference inside the label map's foreground."""
     a, b = output[mask].astype(np.float64), reference[mask].astype(np.float64)
     correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
-    return {"correlation": correlation, "mean_abs_difference": float(np.abs(a - b).mean())}
+    from .realism import realism  # realism of the output next to the reference sampler's (MedLSDMLib/realism.py)
+
+    r = realism(reference, output, mask.astype(np.int64), (1.0, 1.0, 1.0))
+    return {"correlation": correlation, "mean_abs_difference": float(np.abs(a - b).mean()),
+            "histogram_distance": r["histogram_distance_mean"], "sharpness_ratio": r["sharpness"]["foreground_ratio"],
+            "background_noise": r["background_noise"]["synthetic"]}
 
 
 def run_benchmark(model: str, card: ModelCard, configs: List[BenchConfig], size: Sequence[int], *, seed: int = 0,

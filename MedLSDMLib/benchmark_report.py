@@ -29,7 +29,8 @@ def markdown(result: Dict[str, Any]) -> str:
              f"{c['device']} ({c['threads']} threads, {c['cpus']} CPUs, {c['machine']}), torch {c['torch']}; "
              f"median of {c['repeats']} run(s) after {c['warmup']} warm-up; seed {c['seed']}. Peak memory: "
              f"{c['memory']}. Agreement: with the reference sampler's output at the same seed, inside the label "
-             "map's foreground.", ""]
+             "map's foreground; histogram distance, sharpness and background noise as in `medlsdm evaluate` (realism.py), "
+             "with the reference sampler's output in place of the real image.", ""]
     return "\n".join(lines + rows_table(result) + ["", speedup_line(result)]) + "\n"
 
 
@@ -38,9 +39,11 @@ def rows_table(result: Dict[str, Any]) -> List[str]:
     rows = [[r["configuration"], r["sampler"], str(r["steps"]), r["precision"], str(r["unet_evaluations"]),
              f"{r['median_seconds']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
              f"{r['peak_bytes'] / 2 ** 20:.0f}", number(r["correlation"]), number(r["mean_abs_difference"]),
+             number(r.get("histogram_distance")), number(r.get("sharpness_ratio")), number(r.get("background_noise")),
              f"{r['speedup']:.2f}×"] for r in result["rows"]]
     return table(["configuration", "sampler", "steps", "precision", "UNet evaluations", "median s", "range s",
-                  "peak MiB", "correlation with reference", "mean abs. difference", "speed-up"], rows)
+                  "peak MiB", "correlation with reference", "mean abs. difference", "histogram distance to reference",
+                  "sharpness / reference", "background noise", "speed-up"], rows)
 
 
 def speedup_line(result: Dict[str, Any]) -> str:

@@ -187,3 +187,20 @@ def test_evaluate_without_baseline_has_no_comparison(capfd, cases: Path, tmp_pat
     report = json.loads((tmp_path / "report.json").read_text())
     assert "baseline" not in report and "comparison" not in report
     assert "histogram_distance" in report["methods"] and "sharpness" in report["methods"]
+
+
+def test_benchmark_agreement_and_table_show_realism_next_to_the_reference() -> None:
+    from MedLSDMLib.benchmark import agreement
+    from MedLSDMLib.benchmark_report import rows_table
+
+    classes = brain_array(ODD_SIZE)
+    reference = brain_image(classes, 0)
+    same = agreement(reference * 3.0, reference, classes > 0)
+    assert same["histogram_distance"] == pytest.approx(0.0, abs=1e-9) and same["sharpness_ratio"] == pytest.approx(1.0)
+    blurred = agreement(ndimage.gaussian_filter(reference, 1.5), reference, classes > 0)
+    assert blurred["sharpness_ratio"] < 0.9 and blurred["histogram_distance"] > 0
+    row = {"configuration": "ddim 50 bf16", "sampler": "ddim", "steps": 50, "precision": "bf16", "unet_evaluations": 50,
+           "median_seconds": 1.0, "times": [1.0], "peak_bytes": 2 ** 20, "speedup": 2.0, **blurred}
+    header, _, line = rows_table({"rows": [row]})
+    assert "histogram distance to reference" in header and "sharpness / reference" in header
+    assert f"{blurred['sharpness_ratio']:.4g}" in line

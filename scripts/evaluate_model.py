@@ -1,0 +1,200 @@
+"""``make evaluate``: generate and evaluate a model on the held-out set, next to the training-free baseline
+renderer and the autoencoder round trip (the ceiling of any sample), and print one table.
+
+Steps (each reused when its output is already there and was made by the same model and settings):
+1. the training data (scripts/prepare_demo_data.py) when ``--pairs`` has none;
+2. the held-out set (scripts/make_deformed_pairs.py): the voxelmorph subject plus ``--count`` deformed maps
+   of each training subject on oblique anisotropic grids, into ``OUT/pairs``;
+3. one synthetic image per label map on its real image's grid (``--seed``, the default sampler), into
+   ``OUT/synthetic`` (NRRD, which keeps the model, seed and sampler in its header);
+4. the autoencoder round trip of each real image (``medlsdm reconstruct``), into ``OUT/reconstruction``;
+5. ``medlsdm evaluate --baseline`` on the synthetic images (OUT/report_model.{json,md}) and ``medlsdm
+   evaluate`` on the round trips (OUT/report_reconstruction.{json,md}), with the mixture segmenter;
+6. the table (OUT/summary.md, OUT/summary.json); ``--update-card`` also writes it into the model card.
+
+Usage: python scripts/evaluate_model.py [--model brain-t1-demo] [--out data/eval] [--count 1] [--precision auto]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = (("Dice ratio (mixture)", "dice"), ("correlation", "correlation"),
+           ("histogram distance", "histogram_distance"), ("sharpness / real", "sharpness"),
+           ("background noise", "background_noise"))
+
+
+def log(message: str) -> None:
+    print(f"[evaluate] {message}", flush=True)
+
+
+def run(arguments: List[str]) -> None:
+    log("running: " + " ".join(arguments))
+    completed = subprocess.run(arguments, cwd=REPO)
+    if completed.returncode != 0:
+        raise SystemExit(f"evaluate_model: {' '.join(arguments[:3])} ... failed (exit {completed.returncode})")
+
+
+def cases(pairs: Path) -> List[str]:
+    return sorted(p.name[: -len("_label.nii.gz")] for p in pairs.glob("*_label.nii.gz"))
+
+
+def made_by(path: Path, expected: Dict[str, str]) -> bool:
+    """Whether ``path`` exists and its header says it was made with ``expected`` (model, seed, sampler ...)."""
+    if not path.is_file():
+        return False
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return all(reader.HasMetaDataKey(k) and reader.GetMetaData(k) == v for k, v in expected.items())
+
+
+def row(summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
+    r = summary["realism"]
+    return {"dice": summary["dice"]["ratio_of_means"], "correlation": r["correlation"],
+            "histogram_distance": r["histogram_distance_mean"], "sharpness": r["sharpness_ratio_foreground"],
+            "background_noise": r["background_noise_synthetic"], "real_background_noise": r["background_noise_real"],
+            "psnr": summary["psnr"]["mean"], "ssim": summary["ssim"]["mean"]}
+
+
+def table(rows: Dict[str, Dict[str, Optional[float]]], real_noise: Optional[float]) -> List[str]:
+    def cell(value: Optional[float]) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    header = ["", *[name for name, _ in COLUMNS]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, values in rows.items():
+        lines.append("| " + " | ".join([name, *[cell(values[key]) for _, key in COLUMNS]]) + " |")
+    lines.append("| real images | 1 | 1 | 0 | 1 | " + cell(real_noise) + " |")
+    return lines
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="brain-t1-demo", help="bundle folder or registered name")
+    parser.add_argument("--pairs", default="data/demo", help="the training pairs (prepared when missing)")
+    parser.add_argument("--out", default="data/eval", help="output folder")
+    parser.add_argument("--count", type=int, default=1, help="deformed maps per training subject")
+    parser.add_argument("--seed", type=int, default=1, help="generation seed")
+    parser.add_argument("--precision", default="auto", help="generation precision (auto, fp32, bf16)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--apt-update", action="store_true", help="passed to prepare_demo_data.py")
+    parser.add_argument("--update-card", action="store_true", help="write the table into the model card")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    python = sys.executable
+    pairs_in, out = REPO / args.pairs, REPO / args.out
+    if not list(pairs_in.glob("*_image.nii.gz")):
+        run([python, "scripts/prepare_demo_data.py", "--out", str(pairs_in)] + (["--apt-update"] if args.apt_update else []))
+    held_out = out / "pairs"
+    if not cases(held_out):
+        run([python, "scripts/make_deformed_pairs.py", "--pairs", str(pairs_in), "--out", str(held_out),
+             "--count", str(args.count)])
+    names = cases(held_out)
+    log(f"{len(names)} held-out case(s): {', '.join(names)}")
+
+    from MedLSDMLib.bundle import read_card, write_card
+    from MedLSDMLib.cli import main as medlsdm
+    from MedLSDMLib.pipeline import Generator
+    from MedLSDMLib.registry import resolve_model
+    from MedLSDMLib.sampling import default_sampler, resolve_steps
+    from MedLSDMLib.volumes import write_image
+
+    folder = resolve_model(args.model)
+    card = read_card(folder)
+    sampler = default_sampler(card.scheduler)
+    steps = resolve_steps(sampler, None, card.scheduler)
+    generator = Generator.load(folder, args.device, args.precision)
+    synthetic, reconstruction = out / "synthetic", out / "reconstruction"
+    synthetic.mkdir(parents=True, exist_ok=True)
+    reconstruction.mkdir(parents=True, exist_ok=True)
+    model_name = f"{card.name} {card.version}"
+    timings = {}
+    for name in names:
+        labels, image = held_out / f"{name}_label.nii.gz", held_out / f"{name}_image.nii.gz"
+        target = synthetic / f"{name}_synthetic.nrrd"
+        expected = {"medlsdm_model": model_name, "medlsdm_seed": str(args.seed),
+                    "medlsdm_sampler": f"{sampler} {steps} steps, guidance {card.default_guidance:g}"}
+        if made_by(target, expected):
+            log(f"reusing {target}")
+        else:
+            tic = time.perf_counter()
+            result, = generator.generate(str(labels), str(image), seed=args.seed)
+            write_image(result, target)
+            timings[name] = round(time.perf_counter() - tic, 1)
+            log(f"generated {target} in {timings[name]} s")
+        round_trip = reconstruction / f"{name}.nrrd"
+        if made_by(round_trip, {"medlsdm_model": model_name}):
+            log(f"reusing {round_trip}")
+        else:
+            write_image(generator.reconstruct(str(image), str(labels)), round_trip)
+            log(f"reconstructed {round_trip}")
+
+    reports = {}
+    for what, folder_of, extra in (("model", synthetic, ["--baseline"]), ("reconstruction", reconstruction, [])):
+        prefix = out / f"report_{what}"
+        code = medlsdm(["evaluate", "--real", str(held_out), "--labels", str(held_out), "--synthetic", str(folder_of),
+                        "-o", str(prefix), "--progress", "none", *extra])
+        if code != 0:
+            raise SystemExit(f"evaluate_model: medlsdm evaluate failed for the {what} (exit {code})")
+        reports[what] = json.loads(prefix.with_suffix(".json").read_text())
+    rows = {f"model {model_name}": row(reports["model"]["summary"]),
+            "baseline renderer (no training)": row(reports["model"]["baseline"]["summary"]),
+            "autoencoder round trip (ceiling)": row(reports["reconstruction"]["summary"])}
+    real_noise = reports["model"]["summary"]["realism"]["background_noise_real"]
+    lines = table(rows, real_noise)
+    verdict = reports["model"]["comparison"]["verdict"]
+    cpu = cpu_flags()
+    context = (f"{len(names)} held-out cases ({', '.join(names)}); {model_name}, {sampler} {steps} steps, guidance "
+               f"{card.default_guidance:g}, seed {args.seed}, precision {args.precision} "
+               f"({generator_precision(generator, args.precision)}); CPU flags: {cpu}")
+    text = "\n".join([f"# Held-out evaluation: {model_name}", "", context, "", *lines, "",
+                      f"Against the baseline renderer: {verdict}.", ""])
+    (out / "summary.md").write_text(text)
+    summary = {"model": model_name, "cases": names, "sampler": sampler, "steps": steps, "seed": args.seed,
+               "precision": args.precision, "cpu_flags": cpu, "rows": rows, "real_background_noise": real_noise,
+               "verdict": verdict, "generation_seconds": timings}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.update_card:
+        card.metrics["held_out_realism"] = {**summary, "setup": (
+            "scripts/evaluate_model.py (make evaluate): the voxelmorph subject and one deformed map of each "
+            "training subject on oblique 1.4x1.6x2.2 mm grids; mixture segmenter; realism metrics of "
+            "MedLSDMLib/realism.py; baseline = MedLSDMLib/baseline.py; round trip = medlsdm reconstruct")}
+        write_card(Path(folder), card)
+        log(f"wrote the table into {Path(folder) / 'model.json'} (metrics.held_out_realism)")
+    print("", flush=True)
+    print(text, flush=True)
+    log(f"wrote {out / 'summary.md'}, {out / 'summary.json'}, {out / 'report_model.md'} and "
+        f"{out / 'report_reconstruction.md'} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def cpu_flags() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    return ", ".join(f for f in ("avx2", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512_bf16/amx_bf16"
+
+
+def generator_precision(generator: Any, name: str) -> str:
+    from MedLSDMLib.pipeline import resolve_device, resolve_precision
+
+    chosen = resolve_precision(name, resolve_device(generator.device_name))
+    if hasattr(chosen, "name"):  # a precision object (name: fp32, bf16, fp16)
+        return str(chosen.name)
+    return "fp32" if chosen is None else str(chosen).replace("torch.", "")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
