@@ -27,11 +27,17 @@ def run_demo(output: Path, *, model: Optional[str] = None, seed: int = 1, steps:
     if not labels.is_file():
         raise InputError(f"the example map {labels} is missing: reinstall MedLSDM")
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"-o {output} is a file: give a folder for the demo's volume and figure "
+                         "(it is created if needed)")
     start = time.perf_counter()
     generator = Generator.load(model, device, precision, progress=progress)
     image, = generator.generate(labels, real_path, seed=seed, steps=steps, progress=progress, cancel=cancel, log=log)
     seconds = time.perf_counter() - start
+    try:  # only now, so that a failed run leaves no empty folder
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {output} ({exc.strerror or exc}): choose another") from None
     synthetic = write_image(image, output / f"{EXAMPLE}_synthetic.nii.gz")
     real = read_image(real_path, "example image")
     classes = image_to_array(sitk.ReadImage(str(labels)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -101,7 +101,8 @@ def _classes_from_values(array: np.ndarray, table: LabelTable, mapping: Mapping[
 
 def _classes_from_segments(masks: Mapping[str, np.ndarray], shape: Sequence[int], table: LabelTable,
                            mapping: Mapping[str, str], name: str,
-                           file_names: Optional[Mapping[str, str]] = None) -> np.ndarray:
+                           file_names: Optional[Mapping[str, str]] = None,
+                           log: Optional[Callable[[str], None]] = None) -> np.ndarray:
     """Class indices by segment name: ``mapping`` (``--map``) over the mapping file's names over ``*``
     over the model's own class names (used only when there is no ``*``)."""
     by_key = {_key(k): v for k, v in mapping.items() if k != "*"}
@@ -125,8 +126,17 @@ def _classes_from_segments(masks: Mapping[str, np.ndarray], shape: Sequence[int]
         raise InputError(f"--map names segment(s) {', '.join(unknown)} that {name} does not have: "
                          f"its segments are {', '.join(masks) or 'none'}")
     classes = np.zeros(tuple(shape), dtype=np.uint8)
-    for segment, mask in masks.items():
-        classes[mask.astype(bool)] = target_of(segment)
+    owner = np.full(tuple(shape), -1, dtype=np.int32)  # which segment each voxel took its class from
+    names = list(masks)
+    for index, (segment, mask) in enumerate(masks.items()):
+        mask = mask.astype(bool)
+        earlier = owner[mask]
+        if log is not None and (earlier >= 0).any():
+            for other, count in zip(*np.unique(earlier[earlier >= 0], return_counts=True)):
+                log(f"segments {names[other]!r} and {segment!r} of {name} overlap in {count} voxels: the one listed "
+                    f"later in the file, {segment!r}, gives their class")
+        classes[mask] = target_of(segment)
+        owner[mask] = index
     return classes
 
 
@@ -139,7 +149,8 @@ def check_map_file(map_file: "MapFile", table: LabelTable) -> None:
 
 
 def class_image(source: LabelSource, table: LabelTable, mapping: Optional[Mapping[str, str]] = None,
-                map_file: Union["MapFile", PathLike, None] = None) -> sitk.Image:
+                map_file: Union["MapFile", PathLike, None] = None,
+                log: Optional[Callable[[str], None]] = None) -> sitk.Image:
     """The label map as a UInt8 image of class indices on the label map's own grid. ``map_file`` (a parsed
     mapping file, see mapfile.py) maps the values or segment names it lists; ``mapping`` overrides it."""
     mapping = dict(mapping or {})
@@ -156,7 +167,7 @@ def class_image(source: LabelSource, table: LabelTable, mapping: Optional[Mappin
     elif is_segmentation_file(source):
         name = Path(source).name
         grid, masks = read_segmentation(source)
-        classes = _classes_from_segments(masks, grid.GetSize()[::-1], table, mapping, name, file_names)
+        classes = _classes_from_segments(masks, grid.GetSize()[::-1], table, mapping, name, file_names, log)
     else:
         name = Path(source).name
         grid = read_image(source, "label map")

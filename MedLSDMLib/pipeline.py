@@ -187,7 +187,7 @@ class Generator:
         dtype = resolve_precision(precision or self.precision_name, torch_device)
         autocast = _autocast(torch_device, dtype)
 
-        classes = class_image(labels, self.table, mapping, map_file)
+        classes = class_image(labels, self.table, mapping, map_file, log=log)
         if reference is None:
             target = classes
         else:

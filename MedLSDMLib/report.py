@@ -20,7 +20,12 @@ def report_paths(output: str, suffixes: Sequence[str] = (".json", ".md")) -> Tup
     check_output_folder(path)
     if path.is_dir():
         raise InputError(f"-o {path} is a folder: give a report name such as {path / 'evaluation'}")
-    return tuple(path.with_name(path.name + s) for s in suffixes)
+    paths = tuple(path.with_name(path.name + s) for s in suffixes)
+    for each in paths:
+        if each.is_dir():
+            raise InputError(f"-o {output}: {each} is a folder, so the report cannot be written there: "
+                             "give another report name")
+    return paths
 
 
 def plain(value: Any) -> Any:
