@@ -99,10 +99,10 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     volume of the last run is saved to spec["output"] (.npy) for the agreement with reference."""
     import torch
 
+    from .hardware import set_threads
     from .pipeline import Generator
 
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
+    set_threads(spec.get("threads"))
     generator = Generator.load(spec["model"], spec["device"], spec["precision"])
     labels = label_map(generator.card, spec["size"])
     calls = [0]

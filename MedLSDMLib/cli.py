@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 import time
 from typing import Callable, List, Optional
 
 from . import __version__
+from .hardware import add_threads_option
+from .interrupt import requested, run_stoppable, signals_ask_to_stop
 from .errors import Cancelled, InputError, MedLSDMError
 from .progress import Reporter, make_reporter
 
@@ -20,26 +20,6 @@ EXAMPLES = """examples:
   medlsdm evaluate --real real/ --synthetic synthetic/ --labels labels/ -o report
   medlsdm benchmark --model path/to/bundle --size 64 64 64
 """
-
-
-class CancelFlag:
-    """Set by SIGINT/SIGTERM; the engine polls it between steps. A second signal stops at once."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._handle)
-            signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self._event.is_set():
-            raise KeyboardInterrupt
-        self._event.set()
-
-    def __call__(self) -> bool:
-        return self._event.is_set()
 
 
 def _add_generate(commands: argparse._SubParsersAction) -> None:
@@ -61,7 +41,9 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed; sample k uses seed+k (default: random, printed)")
     p.add_argument("--samples", type=int, default=1, help="number of images; K>1 writes OUTPUT_01 ... OUTPUT_K")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    p.add_argument("--precision", default="auto", help="auto (bf16), fp32, bf16 or fp16")
+    p.add_argument("--precision", default="auto", help="auto (chosen by the hardware: bf16 on GPUs and CPUs with AMX, "
+                                                          "else fp32), fp32, bf16 or fp16")
+    add_threads_option(p)
     p.add_argument("--max-memory", metavar="GIB", help="memory to stay within in GiB (default: what is free)")
     p.add_argument("--progress", choices=("text", "json", "none"), default="text",
                    help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)")
@@ -91,6 +73,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="YAML config (examples in Resources/Configs/)")
     p.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
     p.add_argument("--device", default="auto", help="auto (GPU if available) or cpu")
+    add_threads_option(p)
     p.add_argument("--progress", default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
     p.set_defaults(run=run_train)
@@ -106,7 +89,9 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    p.add_argument("--precision", default="auto", help="auto (bf16), fp32, bf16 or fp16")
+    p.add_argument("--precision", default="auto", help="auto (chosen by the hardware: bf16 on GPUs and CPUs with AMX, "
+                                                          "else fp32), fp32, bf16 or fp16")
+    add_threads_option(p)
     p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
     p.set_defaults(run=run_demo)
@@ -245,13 +230,33 @@ def run_models_verify(args: argparse.Namespace, reporter: Reporter, cancel: Call
     return 0
 
 
+def _run_command(args: argparse.Namespace, reporter: Reporter) -> int:
+    if "threads" in args:
+        from .hardware import set_threads
+
+        set_threads(args.threads)
+    return int(args.run(args, reporter, requested))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run a command. Its work runs in a thread while this one waits for SIGINT/SIGTERM: the first
+    asks to stop at the next step, and if the work has not ended ``GRACE_SECONDS`` later (or a
+    second signal comes) the process removes its temporary files and exits with 130 at once."""
+    with signals_ask_to_stop():
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     args = build_parser().parse_args(argv)
     reporter = make_reporter(args.progress)
-    cancel = CancelFlag()
-    cancel.install()
+
+    def hard_stop() -> None:
+        reporter.error(Cancelled.kind, str(Cancelled()))
+
     try:
-        return args.run(args, reporter, cancel)
+        if requested():
+            raise Cancelled()
+        return run_stoppable(lambda: _run_command(args, reporter), hard_stop)
     except MedLSDMError as exc:
         reporter.error(exc.kind, str(exc))
         return exc.exit_code

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 
 from .errors import Cancelled, InputError
+from .hardware import add_threads_option
 from .progress import Reporter
 
 
@@ -52,7 +53,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="map a label value to a model class (repeatable), as for generate")
     p.add_argument("--map-file", metavar="FILE", help="mapping file for the label map, as for generate")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    p.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    p.add_argument("--precision", default="auto", help="auto (chosen by the hardware), fp32, bf16 or fp16")
+    add_threads_option(p)
     p.add_argument("--progress", choices=("text", "json", "none"), default="text",
                    help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)")
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
@@ -70,7 +72,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     p.add_argument("--seed", type=int, default=0, help="seed of every run")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, help="PyTorch CPU threads (default: PyTorch's choice)")
+    add_threads_option(p)
     p.add_argument("-o", "--output", default="benchmark", help="output folder (default: ./benchmark)")
     _common(p)
     p.set_defaults(run=run_benchmark)

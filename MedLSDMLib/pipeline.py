@@ -16,6 +16,7 @@ from .bundle import ModelBundle
 from .conditioning import condition_map
 from .config import ModelCard
 from .errors import Cancelled, InputError, OutOfMemory
+from .hardware import Precision, choose_precision, describe_run
 from .geometry import check_overlap, resample, working_geometry
 from .networks import VQGAN
 from .labels import LabelSource, LabelTable, class_image
@@ -25,7 +26,6 @@ from .registry import resolve_model
 from .sampling import SAMPLERS, CancelFn, GuidedUNet, ProgressFn, default_sampler, resolve_steps, sample_latent
 from .volumes import array_to_image, image_to_array, read_image
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEVICES = ("auto", "cpu", "cuda", "gpu")
 TILE_OVERLAP = 0.25
 
@@ -43,18 +43,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_precision(name: str, device: torch.device) -> Optional[torch.dtype]:
-    """``auto`` is bf16 (fp16 on GPUs without bf16); fp32 runs without autocast."""
-    if name == "auto":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    if name not in PRECISIONS:
-        raise InputError(f"unknown precision {name!r}: use auto, fp32, bf16 or fp16")
-    return PRECISIONS[name]
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """The precision for ``name`` on ``device``: ``auto`` is chosen by the hardware (hardware.py)."""
+    return choose_precision(name, device.type)
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Callable[[], ContextManager]:
+def autocast_for(device: torch.device, precision: Precision) -> Callable[[], ContextManager]:
+    """A context factory running the networks in ``precision`` (fp32: no autocast)."""
+    dtype = precision.dtype
     if dtype is None:
         return contextlib.nullcontext
     return lambda: torch.autocast(device_type=device.type, dtype=dtype)
@@ -184,8 +180,8 @@ class Generator:
         guidance = card.default_guidance if guidance is None else float(guidance)
         seed = random.randrange(2 ** 31) if seed is None else int(seed)
         torch_device = resolve_device(device or self.device_name)
-        dtype = resolve_precision(precision or self.precision_name, torch_device)
-        autocast = _autocast(torch_device, dtype)
+        chosen = resolve_precision(precision or self.precision_name, torch_device)
+        autocast = autocast_for(torch_device, chosen)
 
         classes = class_image(labels, self.table, mapping, map_file, log=log)
         if reference is None:
@@ -206,11 +202,12 @@ class Generator:
         grid = spec.image()
         on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
         if log is not None:
-            log(f"model {card.name} {card.version}: sampler {sampler}, {steps} steps, guidance {guidance:g}, "
-                f"seed {seed}; grid {'x'.join(map(str, on_grid.shape))} at "
-                f"{'x'.join(f'{s:g}' for s in card.spacing)} mm; {torch_device.type} "
-                f"{'fp32' if dtype is None else str(dtype).replace('torch.', '')}"
-                f"{', tiled decoding' if plan.tile else ''}")
+            log(f"model {card.name} {card.version}: {describe_run(torch_device.type, chosen, torch.get_num_threads())}; "
+                f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}; grid "
+                f"{'x'.join(map(str, on_grid.shape))} at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
+                f"{'; tiled decoding' if plan.tile else ''}")
+            if chosen.warning:
+                log(f"warning: {chosen.warning}")
 
         self._to(torch_device)
         tensor = torch.from_numpy(on_grid.astype(np.int64))[None].to(torch_device)
@@ -249,7 +246,6 @@ class Generator:
                 results.append(image)
             del image, array, decoded, latent
         return results
-
 
     def reconstruct(self, image: Union[str, Path, sitk.Image], labels: LabelSource, **options) -> sitk.Image:
         """``image`` round-tripped through the autoencoder (normalise, encode, quantise, decode, de-normalise)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 STAGE_NAMES = {"download": "downloading model", "prepare": "preparing", "sample": "sampling",
                "decode": "decoding", "write": "writing"}
@@ -34,11 +35,13 @@ class TextReporter(Reporter):
     """A tqdm bar per stage on stderr, log lines on stderr, the outputs on stdout."""
 
     def __init__(self) -> None:
-        self._bar: Optional[tqdm] = None
+        self._bar: Optional["tqdm"] = None
         self._stage: Optional[str] = None
 
     def progress(self, stage: str, step: int, total: int) -> None:
         if stage != self._stage or self._bar is None or self._bar.total != total or step < self._bar.n:
+            from tqdm import tqdm  # imported when first needed: the command starts (and takes signals) sooner
+
             self.close()
             self._bar = tqdm(total=total, desc=STAGE_NAMES.get(stage, stage), file=sys.stderr,
                              unit="step" if stage == "sample" else "it", leave=False)

@@ -15,7 +15,6 @@ Steps (those of training and generation, so that the round trip sees what the ne
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
 
@@ -42,7 +41,7 @@ def reconstruct(generator: "Generator", image: Union[str, Path, sitk.Image], lab
                 progress: Optional[ProgressFn] = None, cancel: Optional[Callable[[], bool]] = None,
                 log: Optional[Callable[[str], None]] = None) -> sitk.Image:
     """The image round-tripped through the generator's autoencoder, on the image's grid (module docstring)."""
-    from .pipeline import decode_latent, resolve_device, resolve_precision
+    from .pipeline import autocast_for, decode_latent, resolve_device, resolve_precision
 
     card = generator.card
     real = image if isinstance(image, sitk.Image) else read_image(image, "image")
@@ -53,9 +52,8 @@ def reconstruct(generator: "Generator", image: Union[str, Path, sitk.Image], lab
     classes = class_image(labels, generator.table, mapping, map_file)
     check_overlap(classes, real)
     torch_device = resolve_device(device or generator.device_name)
-    dtype = resolve_precision(precision or generator.precision_name, torch_device)
-    autocast = (contextlib.nullcontext if dtype is None
-                else (lambda: torch.autocast(device_type=torch_device.type, dtype=dtype)))
+    chosen = resolve_precision(precision or generator.precision_name, torch_device)
+    autocast = autocast_for(torch_device, chosen)
 
     grid = working_grid(real, card.spacing, card.orientation, card.size_multiple)
     raw = image_to_array(resample(sitk.Cast(real, sitk.sitkFloat32), grid, sitk.sitkLinear,
@@ -67,7 +65,7 @@ def reconstruct(generator: "Generator", image: Union[str, Path, sitk.Image], lab
     if log is not None:
         log(f"model {card.name} {card.version}: autoencoder round trip on {'x'.join(map(str, raw.shape))} voxels at "
             f"{'x'.join(f'{s:g}' for s in card.spacing)} mm; intensity [{low:g}, {high:g}] -> [-1, 1]; "
-            f"{torch_device.type} {'fp32' if dtype is None else str(dtype).replace('torch.', '')}")
+            f"{torch_device.type} {chosen.name}")
     generator._to(torch_device)
     autoencoder = generator.bundle.autoencoder
     tensor = torch.from_numpy(normalise(raw, low, high))[None, None].to(torch_device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple, Type
 
 import torch
 from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
@@ -35,7 +35,8 @@ class SamplerInfo:
 
 
 SAMPLERS: Dict[str, SamplerInfo] = {
-    "ddim": SamplerInfo("ddpm", 50, True, True, "deterministic DDIM, 50 steps by default (the default)"),
+    "ddim": SamplerInfo("ddpm", 50, True, True, "deterministic DDIM, 50 steps by default"),
+    "dpm": SamplerInfo("ddpm", 20, True, True, "DPM-Solver++ (2M) multistep, 20 steps by default"),
     "ddpm": SamplerInfo("ddpm", None, False, True, "ancestral DDPM over every training step"),
     "reference": SamplerInfo("ddpm", None, False, False,
                              "the published method: ancestral DDPM over every training step, "
@@ -110,62 +111,141 @@ class GuidedUNet:
 Bounds = Tuple[torch.Tensor, torch.Tensor]
 
 
-def _ddim_step(alphas_cumprod: torch.Tensor, x: torch.Tensor, out: torch.Tensor, t: int, t_prev: int,
-               prediction_type: str, bounds: Optional[Bounds] = None) -> torch.Tensor:
-    """Deterministic DDIM (η = 0) from step t to t_prev (−1: the clean sample).
+def _clamp(x0: torch.Tensor, bounds: Optional[Bounds]) -> torch.Tensor:
+    """The clean-latent estimate clamped to the box the VQ-GAN's codebook spans. Near t = T the cosine
+    schedule's ᾱ_t is ~1e-9, so x0 = (x − √(1−ᾱ_t)·ε)/√ᾱ_t multiplies the UNet's error by ~10⁴ and the
+    first steps would fill the latent with values no autoencoder latent takes; the decoder quantises
+    every latent to the codebook anyway, so nothing inside the box is lost."""
+    return x0 if bounds is None else torch.maximum(torch.minimum(x0, bounds[1]), bounds[0])
 
-    MONAI's DDIMScheduler.step assumes t_prev = t − T // n, which differs from the spacing of its
-    own set_timesteps when T is not a multiple of n; this step takes both ends explicitly.
 
-    ``bounds`` (low, high) clamp the clean-sample estimate x0. Near t = T the cosine schedule's
-    ᾱ_t is ~1e-9, so x0 = (x − √(1−ᾱ_t)·ε)/√ᾱ_t multiplies the UNet's error by ~10⁴ and the first
-    steps would fill the latent with values no autoencoder latent takes; clamped to the box the
-    VQ-GAN's codebook spans (where the decoder quantises every latent anyway), they cannot."""
-    a_t = alphas_cumprod[t]
-    a_prev = alphas_cumprod[t_prev] if t_prev >= 0 else torch.ones_like(a_t)
+def _clean_and_noise(alpha_bar: torch.Tensor, x: torch.Tensor, out: torch.Tensor,
+                     prediction_type: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(x0, ε) from the UNet's output ``out`` at a step with cumulative ᾱ ``alpha_bar``."""
     if prediction_type == "v_prediction":
-        x0 = a_t.sqrt() * x - (1 - a_t).sqrt() * out
-        eps = a_t.sqrt() * out + (1 - a_t).sqrt() * x
-    else:
-        eps = out
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-    if bounds is not None:
-        x0 = torch.maximum(torch.minimum(x0, bounds[1]), bounds[0])
-    return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+        return alpha_bar.sqrt() * x - (1 - alpha_bar).sqrt() * out, alpha_bar.sqrt() * out + (1 - alpha_bar).sqrt() * x
+    return (x - (1 - alpha_bar).sqrt() * out) / alpha_bar.sqrt(), out
+
+
+class Stepper:
+    """One sampler: the (t, t_next) pairs it visits and its update ``step(x, out, t, t_next)``."""
+
+    def __init__(self, config: SchedulerConfig, steps: int, generator: torch.Generator,
+                 bounds: Optional[Bounds], numel: int) -> None:
+        self.config, self.steps, self.generator, self.bounds = config, steps, generator, bounds
+        self.numel = numel  # latent voxels (rectified flow's timestep shift depends on them)
+        self.scheduler = noise_scheduler(config)
+        self.device = generator.device
+        alphas = getattr(self.scheduler, "alphas_cumprod", None)
+        self.alphas_cumprod = None if alphas is None else alphas.to(self.device, torch.float64)
+
+    def pairs(self) -> List[Tuple[int, int]]:
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _alpha_bar(self, t: int) -> torch.Tensor:
+        assert self.alphas_cumprod is not None
+        return self.alphas_cumprod[t] if t >= 0 else torch.ones((), dtype=torch.float64, device=self.device)
+
+    def _x0(self, x: torch.Tensor, out: torch.Tensor, t: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        x0, eps = _clean_and_noise(self._alpha_bar(t).float(), x, out, self.config.prediction_type)
+        return _clamp(x0, self.bounds), eps
+
+
+class DDIMStepper(Stepper):
+    """Deterministic DDIM (η = 0) over ``steps`` evenly spaced training steps, the last one t = 0.
+
+    MONAI's DDIMScheduler.step assumes t_prev = t − T // n, which differs from the spacing of its own
+    set_timesteps when T is not a multiple of n; this update takes both ends explicitly."""
+
+    def pairs(self) -> List[Tuple[int, int]]:
+        timesteps = torch.linspace(self.config.num_train_timesteps - 1, 0, self.steps).round().long().tolist()
+        return list(zip(timesteps, timesteps[1:] + [-1]))
+
+    def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
+        x0, eps = self._x0(x, out, t)
+        a_next = self._alpha_bar(t_next).float()
+        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+
+
+class DPMSolverStepper(Stepper):
+    """DPM-Solver++ (2M), the multistep second-order solver of the diffusion ODE in data prediction
+    (Lu et al. 2022), for ε- and v-prediction models: it reaches in about 20 steps what DDIM needs 50
+    for. Timesteps as diffusers' "linspace" spacing (T−1 down to about T/steps, then the clean
+    sample); the last step is first order, as the second-order formula needs a finite log-SNR."""
+
+    previous: Optional[Tuple[torch.Tensor, torch.Tensor]] = None  # (x0, λ) of the step before
+
+    def pairs(self) -> List[Tuple[int, int]]:
+        total = self.config.num_train_timesteps
+        timesteps = torch.linspace(total - 1, 0, self.steps + 1).round().long().tolist()[:-1]
+        return list(zip(timesteps, timesteps[1:] + [-1]))
+
+    def _log_snr(self, t: int) -> torch.Tensor:
+        a = self._alpha_bar(t)
+        return 0.5 * (a.log() - (1 - a).log())
+
+    def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
+        x0, _ = self._x0(x, out, t)
+        lam = self._log_snr(t)
+        if t_next < 0:  # to the clean sample: σ_next = 0, the first-order update gives x0
+            return x0
+        a, a_next = self._alpha_bar(t), self._alpha_bar(t_next)
+        lam_next = self._log_snr(t_next)
+        h = lam_next - lam
+        data = x0
+        if self.previous is not None:
+            x0_prev, lam_prev = self.previous
+            r = (lam - lam_prev) / h
+            data = (1 + 1 / (2 * r)).float() * x0 - (1 / (2 * r)).float() * x0_prev
+        self.previous = (x0, lam)
+        ratio = ((1 - a_next).sqrt() / (1 - a).sqrt()).float()
+        weight = (a_next.sqrt() * torch.expm1(-h)).float()
+        return ratio * x - weight * data
+
+
+class AncestralStepper(Stepper):
+    """Ancestral DDPM over every training step (MONAI's DDPMScheduler.step)."""
+
+    def pairs(self) -> List[Tuple[int, int]]:
+        self.scheduler.set_timesteps(self.config.num_train_timesteps, device=self.device)
+        return [(t, t - 1) for t in self.scheduler.timesteps.tolist()]
+
+    def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
+        return self.scheduler.step(out, int(t), x, generator=self.generator)[0]
+
+
+class RFlowStepper(Stepper):
+    """Rectified-flow Euler steps (MONAI's RFlowScheduler, with its resolution-dependent shift)."""
+
+    def pairs(self) -> List[Tuple[int, int]]:
+        self.scheduler.set_timesteps(self.steps, device=self.device, input_img_size_numel=self.numel)
+        timesteps = self.scheduler.timesteps.tolist()
+        return list(zip(timesteps, timesteps[1:] + [0]))
+
+    def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
+        return self.scheduler.step(out, t, x, t_next)[0]
+
+
+STEPPERS: Dict[str, Type[Stepper]] = {"ddim": DDIMStepper, "dpm": DPMSolverStepper, "ddpm": AncestralStepper,
+                                      "reference": AncestralStepper, "rflow": RFlowStepper}
 
 
 def sample_latent(model: GuidedUNet, config: SchedulerConfig, shape: Tuple[int, ...], *, sampler: str,
                   steps: int, generator: torch.Generator, progress: Optional[ProgressFn] = None,
                   cancel: Optional[CancelFn] = None, bounds: Optional[Bounds] = None) -> torch.Tensor:
     """Run the reverse process from noise drawn with ``generator`` and return the clean latent.
-    ``bounds``: the box DDIM's clean-sample estimates are clamped to (see ``_ddim_step``)."""
-    device = generator.device
-    x = torch.randn(shape, generator=generator, device=device, dtype=torch.float32)
-    scheduler = noise_scheduler(config)
-    total = config.num_train_timesteps
-
-    if sampler == "ddim":
-        timesteps = torch.linspace(total - 1, 0, steps).round().long().tolist()
-        pairs = list(zip(timesteps, timesteps[1:] + [-1]))
-    elif sampler == "rflow":
-        scheduler.set_timesteps(steps, device=device, input_img_size_numel=int(torch.tensor(shape[2:]).prod()))
-        timesteps = scheduler.timesteps.tolist()
-        pairs = list(zip(timesteps, timesteps[1:] + [0]))
-    else:
-        scheduler.set_timesteps(total, device=device)
-        pairs = [(t, t - 1) for t in scheduler.timesteps.tolist()]
-    alphas_cumprod = getattr(scheduler, "alphas_cumprod", None)
-
+    ``bounds``: the box the clean-latent estimates of DDIM and DPM-Solver are clamped to."""
+    x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    stepper = STEPPERS[sampler](config, steps, generator, bounds, int(torch.tensor(shape[2:]).prod()))
+    pairs = stepper.pairs()
     for i, (t, t_next) in enumerate(pairs):
         if cancel is not None and cancel():
             raise Cancelled()
-        out = model(x, torch.tensor([t], device=device))
-        if sampler == "ddim":
-            x = _ddim_step(alphas_cumprod.to(device), x, out, int(t), int(t_next), config.prediction_type, bounds)
-        elif sampler == "rflow":
-            x, _ = scheduler.step(out, t, x, t_next)
-        else:
-            x, _ = scheduler.step(out, int(t), x, generator=generator)
+        out = model(x, torch.tensor([t], device=x.device))
+        x = stepper.step(x, out, int(t), int(t_next))
         if progress is not None:
             progress("sample", i + 1, len(pairs))
     return x

@@ -10,6 +10,7 @@ import yaml
 from .config import (AutoencoderConfig, IntensityConfig, LabelEntry, ModelCard, SchedulerConfig, UNetConfig,
                      from_dict)
 from .errors import InputError
+from .hardware import PRECISION_NAMES
 
 T = TypeVar("T")
 
@@ -50,15 +51,15 @@ class TrainingCommon:
     patch_size: Tuple[int, int, int] = (64, 64, 64)
     learning_rate: float = 1e-4
     grad_accumulation: int = 1
-    precision: str = "bf16"  # fp32, bf16 or fp16 autocast
+    precision: str = "auto"  # auto (chosen by the hardware), fp32, bf16 or fp16 autocast
     checkpoint_every: int = 100
     validate_every: int = 250
     log_every: int = 10
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError("training.precision must be fp32, bf16 or fp16")
+        if self.precision not in PRECISION_NAMES:
+            raise ValueError(f"training.precision must be one of {', '.join(PRECISION_NAMES)}")
         if min(self.steps, self.batch_size, self.grad_accumulation, self.checkpoint_every,
                self.validate_every, self.log_every) < 1:
             raise ValueError("training: steps, batch_size, grad_accumulation and the *_every values must be >= 1")

@@ -54,7 +54,7 @@ class DiffusionTrainer(Trainer):
         self.ema = AveragedModel(self.unet, multi_avg_fn=get_ema_multi_avg_fn(s.ema_decay), use_buffers=True)
         self.scheduler = noise_scheduler(m.scheduler)
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=s.learning_rate, weight_decay=1e-4)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
         if not resume:
             self.card.latent_scale = self.measure_latent_scale()
         self.open_run()

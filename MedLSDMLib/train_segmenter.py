@@ -64,7 +64,7 @@ class SegmenterTrainer(Trainer):
         self.net = build_network(m.network, self.num_classes).to(self.device)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=s.learning_rate, weight_decay=1e-4)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
         self.open_run()
         self.train_net = self.net
         if self.dist.enabled:

@@ -65,8 +65,8 @@ class VQGANTrainer(Trainer):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=s.learning_rate, betas=(0.5, 0.9))
         self.d_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=s.discriminator_learning_rate,
                                             betas=(0.5, 0.9))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
-        self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=s.precision == "fp16")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
+        self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
         self._check_discriminator_fits(s.patch_size)
         self.open_run()
         self.train_model = self.model

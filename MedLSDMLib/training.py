@@ -16,9 +16,11 @@ from monai.data import set_track_meta
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from . import interrupt
 from .config import to_dict
 from .data import Case, PatchDataset
 from .distributed import Distributed, setup
+from .hardware import choose_precision, describe_run
 from .errors import Cancelled, InputError, MedLSDMError, ModelError
 from .train_config import RunConfig
 
@@ -97,7 +99,6 @@ class RunLock:
         if self.created:
             with contextlib.suppress(OSError):
                 self.folder.rmdir()  # only when empty
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingFailed(MedLSDMError):
@@ -127,7 +128,8 @@ class Trainer:
         self.output = Path(config.output)
         self.dist: Distributed = setup(device)
         self.device = self.dist.device
-        self.dtype = PRECISIONS[self.settings.precision]
+        self.precision = choose_precision(self.settings.precision, self.device.type)
+        self.dtype = self.precision.dtype
         self.step = 0
         self.checkpoint_step = 0
         self.skipped_steps = 0
@@ -265,9 +267,9 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
             state = {"step": self.step, "seconds": self.seconds, "rng": torch.get_rng_state(), **self.state()}
-            temporary = self.output / f".{CHECKPOINT}.partial"
-            torch.save(state, temporary)
-            os.replace(temporary, self.output / CHECKPOINT)
+            with interrupt.temporary(self.output / f".{CHECKPOINT}.partial") as temporary:
+                torch.save(state, temporary)
+                os.replace(temporary, self.output / CHECKPOINT)
         self.checkpoint_step = self.step
         self.dist.barrier()
 
@@ -339,6 +341,10 @@ class Trainer:
         bar = tqdm(total=s.steps, initial=self.step, desc=f"training {self.stage}", unit="step",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
+            if self.dist.is_main:
+                tqdm.write(f"training {self.stage}: {describe_run(self.device.type, self.precision, torch.get_num_threads())}"
+                           + (f"\nwarning: {self.precision.warning}" if self.precision.warning else ""),
+                           file=sys.stderr)
             if self.resume and self.dist.is_main:
                 tqdm.write(f"resuming {self.stage} training at step {self.step} of {s.steps}", file=sys.stderr)
             while self.step < s.steps:

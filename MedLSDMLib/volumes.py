@@ -14,7 +14,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError, OutOfMemory
+from . import interrupt
+from .errors import Cancelled, InputError, OutOfMemory
 
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -401,6 +402,7 @@ class StagedImages:
         self.folder = self.paths[0].parent if str(self.paths[0].parent) else Path(".")
         self.written: Dict[int, List[Path]] = {}
         self.scratch: Optional[Path] = None
+        self._marked = contextlib.ExitStack()  # the scratch folder, for a hard stop's clean-up
 
     def __enter__(self) -> "StagedImages":
         for path in self.paths:
@@ -409,11 +411,13 @@ class StagedImages:
             self.scratch = Path(tempfile.mkdtemp(dir=self.folder, prefix=_partial_prefix()))
         except OSError as exc:
             raise _write_failed(self.paths[0], self.folder, exc.strerror or str(exc)) from None
+        self._marked.enter_context(interrupt.temporary(self.scratch))
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
+            self._marked.close()
             self.scratch = None
 
     def write(self, index: int, image: sitk.Image) -> None:
@@ -438,6 +442,9 @@ class StagedImages:
         self.written[index] = [temporary] + [f for f in files if f != temporary]
 
     def commit(self) -> None:
+        """Rename every written file into place; a stop asked for before then writes nothing."""
+        if interrupt.requested():
+            raise Cancelled()
         try:
             for index, files in sorted(self.written.items()):
                 path, temporary = self.paths[index], files[0]

@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import List
 
 import pytest
 
+from MedLSDMLib import interrupt
 from MedLSDMLib.errors import Cancelled
 from MedLSDMLib.pipeline import Generator, decode_latent
 
@@ -77,6 +79,9 @@ def test_signal_after_sampling_writes_nothing(capfd, monkeypatch: pytest.MonkeyP
     def generate_then_signal(self, *args, **kwargs):
         images = generate(self, *args, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)  # the command's handler only raises its cancel flag
+        deadline = time.monotonic() + 10
+        while not interrupt.requested() and time.monotonic() < deadline:  # the main thread takes the signal
+            time.sleep(0.01)
         return images
 
     monkeypatch.setattr(Generator, "generate", generate_then_signal)
