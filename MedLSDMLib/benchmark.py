@@ -27,10 +27,11 @@ import SimpleITK as sitk
 
 from .config import ModelCard
 from .errors import Cancelled, InputError, MedLSDMError
+from .hardware import PRECISION_NAMES, probe_cpu
 from .sampling import SAMPLERS, resolve_steps
 
-DEFAULT_CONFIGS = ("ddim:50:bf16", "ddim:50:fp32", "ddim:20:bf16", "reference")
-PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_CONFIGS = ("dpm:20", "dpm:10", "ddim:50", "reference")
+DDIM_STEPS = 50  # DDIM-50: the quality every faster configuration is compared with
 
 
 @dataclass(frozen=True)
@@ -45,30 +46,39 @@ class BenchConfig:
 
 
 def parse_config(text: str) -> BenchConfig:
-    """``SAMPLER[:STEPS[:PRECISION]]``: reference defaults to fp32 (the published code), others to bf16."""
+    """``SAMPLER[:STEPS[:PRECISION]]``: reference defaults to fp32 (the published code), others to auto
+    (chosen by the hardware, as generate does)."""
     parts = text.split(":")
     if len(parts) > 3 or parts[0] not in SAMPLERS:
         raise InputError(f"--config {text!r}: write SAMPLER[:STEPS[:PRECISION]] with a sampler of "
-                         f"{', '.join(SAMPLERS)}, e.g. ddim:50:bf16 or reference")
+                         f"{', '.join(SAMPLERS)}, e.g. dpm:20, ddim:50:fp32 or reference")
     steps = None
     if len(parts) > 1 and parts[1] not in ("", "all"):
         if not parts[1].isdigit():
             raise InputError(f"--config {text!r}: the step count {parts[1]!r} is not a whole number")
         steps = int(parts[1])
-    precision = parts[2] if len(parts) > 2 else ("fp32" if parts[0] == "reference" else "bf16")
-    if precision not in PRECISIONS:
-        raise InputError(f"--config {text!r}: precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    precision = parts[2] if len(parts) > 2 else ("fp32" if parts[0] == "reference" else "auto")
+    if precision not in PRECISION_NAMES:
+        raise InputError(f"--config {text!r}: precision {precision!r} is not one of {', '.join(PRECISION_NAMES)}")
     return BenchConfig(parts[0], steps, precision)
 
 
 def check_configs(configs: List[BenchConfig], card: ModelCard) -> List[BenchConfig]:
-    """Each config resolved against the model (steps filled in); ``reference`` added when missing."""
+    """Each config resolved against the model (steps filled in); ``reference`` and ``ddim:50`` (what the
+    others' agreement is measured against) added when missing."""
     if not any(c.sampler == "reference" for c in configs):
         configs = configs + [parse_config("reference")]
+    if card.scheduler.kind == "ddpm" and not any(_is_ddim50(c, card) for c in configs):
+        configs = configs + [parse_config(f"ddim:{min(DDIM_STEPS, card.scheduler.num_train_timesteps)}")]
     resolved = [BenchConfig(c.sampler, resolve_steps(c.sampler, c.steps, card.scheduler), c.precision) for c in configs]
     if len(set(resolved)) != len(resolved):
         raise InputError("--config: a configuration is listed twice")
     return resolved
+
+
+def _is_ddim50(config: BenchConfig, card: ModelCard) -> bool:
+    steps = config.steps or resolve_steps(config.sampler, None, card.scheduler)
+    return config.sampler == "ddim" and steps == min(DDIM_STEPS, card.scheduler.num_train_timesteps)
 
 
 def label_map(card: ModelCard, size: Sequence[int]) -> sitk.Image:
@@ -100,10 +110,11 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     import torch
 
     from .hardware import set_threads
-    from .pipeline import Generator
+    from .pipeline import Generator, resolve_device, resolve_precision
 
     set_threads(spec.get("threads"))
     generator = Generator.load(spec["model"], spec["device"], spec["precision"])
+    used = resolve_precision(spec["precision"], resolve_device(spec["device"])).name
     labels = label_map(generator.card, spec["size"])
     calls = [0]
     hook = generator.bundle.unet.register_forward_pre_hook(lambda module, args: calls.__setitem__(0, calls[0] + 1))
@@ -126,7 +137,7 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     peak = int(torch.cuda.max_memory_allocated()) if cuda else max(_peak_rss_bytes() - baseline, 0)
     return {"times": times, "evaluations": evaluations, "peak_bytes": peak,
             "memory": "torch.cuda.max_memory_allocated (weights included)" if cuda else "growth of ru_maxrss during generation",
-            "device": "cuda" if cuda else "cpu", "threads": torch.get_num_threads()}
+            "device": "cuda" if cuda else "cpu", "threads": torch.get_num_threads(), "precision_used": used}
 
 
 def _worker(argv: List[str]) -> int:
@@ -212,15 +223,18 @@ def run_benchmark(model: str, card: ModelCard, configs: List[BenchConfig], size:
                 progress("benchmark", index + 1, len(configs))
     reference = next(r for r, c in zip(rows, configs) if c.sampler == "reference")
     reference_output = outputs[next(c for c in configs if c.sampler == "reference")]
+    ddim50 = next((c for c in configs if _is_ddim50(c, card)), None)
     for row, config in zip(rows, configs):
         row.update(agreement(outputs[config], reference_output, mask))
+        if ddim50 is not None:
+            row.update({f"{k}_ddim50": v for k, v in agreement(outputs[config], outputs[ddim50], mask).items()})
         row["speedup"] = reference["median_seconds"] / row["median_seconds"]
     import torch
 
     context = {"model": card.name, "version": card.version, "size": list(size), "seed": seed, "repeats": repeats,
                "warmup": warmup, "device": rows[0]["device"], "threads": rows[0]["threads"], "torch": torch.__version__,
                "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-               "memory": rows[0]["memory"]}
+               "memory": rows[0]["memory"], "cpu": probe_cpu().describe()}
     return {"context": context, "rows": rows}
 
 

@@ -28,7 +28,8 @@ def markdown(result: Dict[str, Any]) -> str:
     lines = [f"# MedLSDM benchmark: {c['model']} {c['version']}, {'x'.join(map(str, c['size']))} voxels", "",
              f"{c['device']} ({c['threads']} threads, {c['cpus']} CPUs, {c['machine']}), torch {c['torch']}; "
              f"median of {c['repeats']} run(s) after {c['warmup']} warm-up; seed {c['seed']}. Peak memory: "
-             f"{c['memory']}. Agreement: with the reference sampler's output at the same seed, inside the label "
+             f"{c['memory']}. CPU: {c.get('cpu', 'not recorded')}. Agreement: with DDIM-50's and with the "
+             "reference sampler's output at the same seed, inside the label "
              "map's foreground; histogram distance, sharpness and background noise as in `medlsdm evaluate` (realism.py), "
              "with the reference sampler's output in place of the real image.", ""]
     return "\n".join(lines + rows_table(result) + ["", speedup_line(result)]) + "\n"
@@ -36,18 +37,24 @@ def markdown(result: Dict[str, Any]) -> str:
 
 def rows_table(result: Dict[str, Any]) -> List[str]:
     """The Markdown table: one row per configuration."""
-    rows = [[r["configuration"], r["sampler"], str(r["steps"]), r["precision"], str(r["unet_evaluations"]),
+    rows = [[r["configuration"], r["sampler"], str(r["steps"]), _precision(r), str(r["unet_evaluations"]),
              f"{r['median_seconds']:.3f}", f"{min(r['times']):.3f}–{max(r['times']):.3f}",
-             f"{r['peak_bytes'] / 2 ** 20:.0f}", number(r["correlation"]), number(r["mean_abs_difference"]),
+             f"{r['peak_bytes'] / 2 ** 20:.0f}", number(r.get("correlation_ddim50")), number(r["correlation"]),
+             number(r["mean_abs_difference"]),
              number(r.get("histogram_distance")), number(r.get("sharpness_ratio")), number(r.get("background_noise")),
              f"{r['speedup']:.2f}×"] for r in result["rows"]]
     return table(["configuration", "sampler", "steps", "precision", "UNet evaluations", "median s", "range s",
-                  "peak MiB", "correlation with reference", "mean abs. difference", "histogram distance to reference",
+                  "peak MiB", "correlation with DDIM-50", "correlation with reference", "mean abs. difference", "histogram distance to reference",
                   "sharpness / reference", "background noise", "speed-up"], rows)
 
 
+def _precision(row: Dict[str, Any]) -> str:
+    used = row.get("precision_used", row["precision"])
+    return used if used == row["precision"] else f"{row['precision']} → {used}"
+
+
 def speedup_line(result: Dict[str, Any]) -> str:
-    """The speed-up of the first configuration given (by default the generate default, ddim 50 bf16)."""
+    """The speed-up of the first configuration given (by default the generate default) over reference."""
     rows: List[Dict[str, Any]] = result["rows"]
     reference = next(r for r in rows if r["sampler"] == "reference")
     first = next((r for r in rows if r["sampler"] != "reference"), reference)

@@ -67,7 +67,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, nargs=3, default=(64, 64, 64), metavar=("X", "Y", "Z"),
                    help="label map size in voxels at the model's spacing (default 64 64 64)")
     p.add_argument("--config", action="append", metavar="SAMPLER[:STEPS[:PRECISION]]",
-                   help="a configuration (repeatable); default: ddim:50:bf16 ddim:50:fp32 ddim:20:bf16 reference")
+                   help="a configuration (repeatable); default: dpm:20 dpm:10 ddim:50 reference (precision auto; "
+                        "reference fp32); ddim:50 and reference are added when missing")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     p.add_argument("--seed", type=int, default=0, help="seed of every run")

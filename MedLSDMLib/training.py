@@ -338,13 +338,12 @@ class Trainer:
         s = self.settings
         self.checkpoint_step = self.step
         self._open_tensorboard()
+        if self.dist.is_main:
+            print(f"training {self.stage}: {describe_run(self.device.type, self.precision, torch.get_num_threads())}"
+                  + (f"\nwarning: {self.precision.warning}" if self.precision.warning else ""), file=sys.stderr, flush=True)
         bar = tqdm(total=s.steps, initial=self.step, desc=f"training {self.stage}", unit="step",
                    disable=not self.dist.is_main, dynamic_ncols=True)
         try:
-            if self.dist.is_main:
-                tqdm.write(f"training {self.stage}: {describe_run(self.device.type, self.precision, torch.get_num_threads())}"
-                           + (f"\nwarning: {self.precision.warning}" if self.precision.warning else ""),
-                           file=sys.stderr)
             if self.resume and self.dist.is_main:
                 tqdm.write(f"resuming {self.stage} training at step {self.step} of {s.steps}", file=sys.stderr)
             while self.step < s.steps:

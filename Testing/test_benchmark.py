@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedLSDMLib.benchmark import BenchConfig, check_configs, label_map, parse_config
+from MedLSDMLib.benchmark import DEFAULT_CONFIGS, BenchConfig, check_configs, label_map, parse_config
 
 from conftest import TIMESTEPS, assert_no_output, assert_one_line_error, run_cli, tiny_card
 
@@ -22,13 +22,19 @@ def test_benchmark_counts_unet_evaluations_exactly(capfd, bundle_dir: Path, tmp_
     assert result.code == 0, result.err
     assert sorted(p.name for p in out.iterdir()) == ["benchmark.json", "benchmark.md", "benchmark.png"]
     report = json.loads((out / "benchmark.json").read_text())
-    rows = {r["sampler"]: r for r in report["rows"]}
-    assert list(rows) == ["ddim", "reference"]  # reference added: agreement and speed-up need it
-    assert rows["ddim"]["unet_evaluations"] == 3  # one batched guided pass per step
-    assert rows["reference"]["unet_evaluations"] == 2 * TIMESTEPS == 40  # two separate passes per step
-    assert rows["reference"]["steps"] == TIMESTEPS and rows["reference"]["precision"] == "fp32"
-    assert rows["reference"]["correlation"] == pytest.approx(1.0) and rows["reference"]["mean_abs_difference"] == 0.0
-    assert -1 <= rows["ddim"]["correlation"] <= 1 and rows["ddim"]["mean_abs_difference"] > 0
+    rows = {r["configuration"]: r for r in report["rows"]}
+    # reference added (the speed-up) and DDIM with min(50, training steps) (the agreement)
+    assert list(rows) == ["ddim 3 fp32", "reference 20 fp32", "ddim 20 auto"]
+    ddim, reference, ddim50 = rows["ddim 3 fp32"], rows["reference 20 fp32"], rows["ddim 20 auto"]
+    assert ddim["unet_evaluations"] == 3  # one batched guided pass per step
+    assert reference["unet_evaluations"] == 2 * TIMESTEPS == 40  # two separate passes per step
+    assert reference["steps"] == TIMESTEPS and reference["precision"] == "fp32"
+    assert reference["correlation"] == pytest.approx(1.0) and reference["mean_abs_difference"] == 0.0
+    assert -1 <= ddim["correlation"] <= 1 and ddim["mean_abs_difference"] > 0
+    assert ddim50["correlation_ddim50"] == pytest.approx(1.0) and ddim50["mean_abs_difference_ddim50"] == 0.0
+    assert -1 <= ddim["correlation_ddim50"] < 1
+    assert ddim50["precision_used"] in ("fp32", "bf16") and ddim["precision_used"] == "fp32"
+    rows = {"ddim": ddim, "reference": reference}
     for row in rows.values():
         assert len(row["times"]) == 1 and row["median_seconds"] > 0 and row["peak_bytes"] >= 0
         assert row["memory"] == "growth of ru_maxrss during generation"
@@ -42,7 +48,8 @@ def test_benchmark_counts_unet_evaluations_exactly(capfd, bundle_dir: Path, tmp_
 
 @pytest.mark.parametrize("text, expected", [
     ("ddim:50:bf16", BenchConfig("ddim", 50, "bf16")),
-    ("ddim:20", BenchConfig("ddim", 20, "bf16")),
+    ("ddim:20", BenchConfig("ddim", 20, "auto")),
+    ("dpm:20", BenchConfig("dpm", 20, "auto")),
     ("reference", BenchConfig("reference", None, "fp32")),
     ("ddpm::bf16", BenchConfig("ddpm", None, "bf16")),
 ])
@@ -54,6 +61,10 @@ def test_default_configurations_resolve_against_the_model() -> None:
     card = tiny_card(timesteps=100)
     configs = check_configs([parse_config(t) for t in ("ddim:50:bf16", "ddim:20:bf16")], card)
     assert [c.label for c in configs] == ["ddim 50 bf16", "ddim 20 bf16", "reference 100 fp32"]
+    configs = check_configs([parse_config(t) for t in DEFAULT_CONFIGS], card)
+    assert [c.label for c in configs] == ["dpm 20 auto", "dpm 10 auto", "ddim 50 auto", "reference 100 fp32"]
+    configs = check_configs([parse_config("dpm:20")], card)
+    assert [c.label for c in configs] == ["dpm 20 auto", "reference 100 fp32", "ddim 50 auto"]
 
 
 def test_label_map_has_the_models_classes_nested() -> None:

@@ -10,6 +10,7 @@ from MedLSDMLib.errors import InputError
 from MedLSDMLib.hardware import CpuInfo, choose_precision, probe_cpu, resolve_threads
 
 from conftest import brain_labels, generate_args, run_cli, write
+from test_training import pairs  # noqa: F401  (the training data fixture)
 
 AVX2 = CpuInfo(kernels="AVX2", avx512_bf16=False, amx_bf16=False, onednn_bf16=False, physical_cores=2)
 AVX512 = CpuInfo(kernels="AVX512", avx512_bf16=False, amx_bf16=False, onednn_bf16=True, physical_cores=4)
@@ -104,3 +105,36 @@ def test_threads_option_sets_torch_threads(capfd, tmp_path: Path, bundle_dir: Pa
         assert not (tmp_path / "bad.nii.gz").exists()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", ["brain_t1_vqgan", "brain_t1_diffusion", "brain_t1_segmenter"])
+def test_shipped_training_configs_let_the_hardware_choose(name: str) -> None:
+    import yaml
+
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "Resources" / "Configs" / f"{name}.yaml").read_text(encoding="utf-8"))
+    assert config["training"]["precision"] == "auto"
+
+
+def test_training_picks_precision_like_generation(capfd, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  pairs: Path) -> None:  # noqa: F811
+    """``precision: auto`` trains in fp32 on an AVX2-only CPU and says so in its first line; bf16 asked
+    for there trains with one warning."""
+    import MedLSDMLib.hardware as hardware
+    from test_training import vqgan_config
+
+    monkeypatch.setattr(hardware, "probe_cpu", lambda: AVX2)
+    for precision in ("auto", "bf16"):
+        (tmp_path / precision).mkdir()
+        config = vqgan_config(tmp_path / precision, pairs, steps=1, precision=precision)
+        result = run_cli(capfd, "train", "vqgan", config)
+        assert result.code == 0, result.err
+        lines = [line.split("\r")[-1] for line in result.err.splitlines() if line.strip()]
+        assert lines[0].startswith("training vqgan: CPU, "), lines
+        if precision == "auto":
+            assert "precision fp32 (CPU without AMX (AVX2 kernels, no native bf16" in lines[0]
+            assert not any("warning" in line for line in lines)
+        else:
+            assert "precision bf16 (asked for)" in lines[0]
+            assert sum("warning: --precision bf16" in line for line in lines) == 1
