@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from .errors import InputError
+from .interrupt import staged_file
 from .report import number, table, to_json, write_files
 
 
@@ -88,12 +89,7 @@ def write_benchmark(result: Dict[str, Any], folder: Path) -> List[Path]:
     """benchmark.json, benchmark.md and benchmark.png, each complete or not there."""
     folder.mkdir(exist_ok=True)
     png = folder / "benchmark.png"
-    temporary = folder / f".benchmark.partial-{os.getpid()}.png"
-    try:
+    with staged_file(png) as temporary:
         _plot_png(result, temporary)
         written = write_files({folder / "benchmark.json": to_json(result), folder / "benchmark.md": markdown(result)})
-        os.replace(temporary, png)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
     return written + [png]

@@ -1,11 +1,12 @@
 """Figures: orthogonal planes of volumes side by side, with label outlines."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
+
+from .interrupt import staged_file
 
 
 def centre_of(classes: Optional[np.ndarray], shape: Sequence[int]) -> Tuple[int, ...]:
@@ -63,10 +64,11 @@ def planes_figure(path: Path, panels: Sequence[Tuple[str, np.ndarray]], classes:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     path = Path(path)
-    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix or '.png'}")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    os.replace(temporary, path)
+    try:
+        with staged_file(path) as temporary:
+            figure.savefig(temporary, dpi=100, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
     return path
 
 

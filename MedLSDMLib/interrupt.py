@@ -44,16 +44,45 @@ def reset() -> None:
     _requested.clear()
 
 
-@contextmanager
-def temporary(path: Path) -> Iterator[Path]:
+def mark(path: Path) -> None:
     """Mark a temporary file or folder as one to remove if the process is stopped at once."""
     with _lock:
         _temporary.add(Path(path))
+
+
+def unmark(path: Path) -> None:
+    with _lock:
+        _temporary.discard(Path(path))
+
+
+@contextmanager
+def temporary(path: Path) -> Iterator[Path]:
+    """``path`` marked (see ``mark``) within the block."""
+    mark(path)
     try:
         yield Path(path)
     finally:
-        with _lock:
-            _temporary.discard(Path(path))
+        unmark(path)
+
+
+@contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """Write ``path`` atomically: the block writes the hidden temporary this yields, which is then
+    renamed into place. An error, or a stop asked for before the rename, removes it and leaves any
+    existing ``path`` as it was (a stop raises ``Cancelled``); a hard stop removes it too."""
+    from .errors import Cancelled
+
+    path = Path(path)
+    staging = path.with_name(f".{path.stem}.partial-{os.getpid()}{''.join(path.suffixes) or ''}")
+    with temporary(staging):
+        try:
+            yield staging
+            if requested():
+                raise Cancelled()
+            os.replace(staging, path)
+        finally:
+            if staging.exists():
+                staging.unlink()
 
 
 def remove_temporary() -> None:

@@ -7,14 +7,18 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, List, Optional
 
+from . import interrupt
 from .bundle import CARD_FILE
-from .errors import InputError, ModelError
+from .errors import Cancelled, InputError, ModelError
+
+DOWNLOAD_SECONDS = 30 * 60  # the whole download's deadline (each read also times out after 60 s)
 
 ProgressFn = Callable[[str, int, int], None]
 # A registered name and version become a folder name under the models folder: plain words only
@@ -158,6 +162,7 @@ def _download(entry: ModelEntry, progress: Optional[ProgressFn]) -> Path:
         scratch_folder = tempfile.mkdtemp(dir=home, prefix=_partial_prefix())
     except OSError as exc:
         raise InputError(f"cannot write into {home} ({exc.strerror or exc}): set MEDLSDM_HOME to a writable folder") from None
+    interrupt.mark(Path(scratch_folder))  # a stop during the download removes it
     try:
         scratch = Path(scratch_folder)
         archive = scratch / "bundle.zip"
@@ -165,7 +170,14 @@ def _download(entry: ModelEntry, progress: Optional[ProgressFn]) -> Path:
         try:
             with urllib.request.urlopen(entry.url, timeout=60) as response, open(archive, "wb") as out:
                 total = entry.size or int(response.headers.get("Content-Length") or 0)
+                began = time.monotonic()
                 for block in iter(lambda: response.read(1 << 20), b""):
+                    if interrupt.requested():
+                        raise Cancelled("cancelled; the download was removed")
+                    if time.monotonic() - began > DOWNLOAD_SECONDS:
+                        raise ModelError(f"the download of model {entry.name} took longer than "
+                                         f"{DOWNLOAD_SECONDS // 60} minutes: check the network, or unpack the "
+                                         f"bundle into {target} by hand")
                     out.write(block)
                     digest.update(block)
                     done += len(block)
@@ -200,6 +212,7 @@ def _download(entry: ModelEntry, progress: Optional[ProgressFn]) -> Path:
         os.replace(cards[0].parent, target)
     finally:
         shutil.rmtree(scratch_folder, ignore_errors=True)
+        interrupt.unmark(Path(scratch_folder))
     return target
 
 

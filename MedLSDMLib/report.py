@@ -2,13 +2,14 @@
 written to a temporary file and renamed into place only when both are complete."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import InputError
+from .interrupt import staged_file
 from .volumes import check_output_folder
 
 
@@ -40,19 +41,11 @@ def plain(value: Any) -> Any:
 
 
 def write_files(contents: Dict[Path, str]) -> List[Path]:
-    """Write every file to a hidden temporary beside it, then rename them all into place."""
-    temporaries = {}
-    try:
+    """Write every file to a hidden temporary beside it, then rename them all into place (none if a
+    write fails or a stop was asked for)."""
+    with contextlib.ExitStack() as stack:
         for path, text in contents.items():
-            temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-            temporary.write_text(text, encoding="utf-8")
-            temporaries[path] = temporary
-        for path, temporary in temporaries.items():
-            os.replace(temporary, path)
-    finally:
-        for temporary in temporaries.values():
-            if temporary.exists():
-                temporary.unlink()
+            stack.enter_context(staged_file(path)).write_text(text, encoding="utf-8")
     return list(contents)
 
 

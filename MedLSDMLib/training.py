@@ -5,6 +5,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -16,11 +17,11 @@ from monai.data import set_track_meta
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from . import interrupt
 from .config import to_dict
 from .data import Case, PatchDataset
 from .distributed import Distributed, setup
 from .hardware import choose_precision, describe_run
+from .interrupt import staged_file
 from .errors import Cancelled, InputError, MedLSDMError, ModelError
 from .train_config import RunConfig
 
@@ -28,7 +29,8 @@ CHECKPOINT = "checkpoint.pt"
 RUN_FILE = "run.json"
 LOCK_FILE = ".medlsdm-run.lock"
 # what a run writes before its first checkpoint: a run killed then (kill -9) may simply start again
-EARLY_FILES = {RUN_FILE, "figures", "metrics.csv", "tensorboard", LOCK_FILE, f".{CHECKPOINT}.partial"}
+EARLY_FILES = {RUN_FILE, "figures", "metrics.csv", "tensorboard", LOCK_FILE}
+PARTIAL_CHECKPOINT = re.compile(r"\.checkpoint\.partial-\d+\.pt")  # interrupt.staged_file's name of one being written
 
 
 class RunLock:
@@ -148,7 +150,8 @@ class Trainer:
             raise InputError(f"output {self.output} is a file, not a folder: set output in the config to a folder")
         names = {p.name for p in self.output.iterdir()} if self.output.is_dir() else set()
         # a run stopped (kill -9, a crash) before its first checkpoint: nothing to resume, so it starts over
-        self.restart = RUN_FILE in names and not checkpoint.exists() and names <= EARLY_FILES
+        early = {n for n in names if n in EARLY_FILES or PARTIAL_CHECKPOINT.fullmatch(n)}
+        self.restart = RUN_FILE in names and not checkpoint.exists() and names == early
         if self.resume:
             if self.restart:
                 raise InputError(f"--resume: the run in {self.output} stopped before its first checkpoint, so there "
@@ -167,6 +170,9 @@ class Trainer:
             raise InputError(f"output folder {self.output} already holds a run: use --resume to continue it, "
                              "or set another output folder")
 
+    def _partial_checkpoints(self) -> List[Path]:
+        return [p for p in self.output.iterdir() if PARTIAL_CHECKPOINT.fullmatch(p.name)]
+
     def open_run(self) -> None:
         """Once the data and networks are ready: create the run folder, or load the checkpoint to resume."""
         if self.resume:
@@ -175,9 +181,9 @@ class Trainer:
             if self.restart:  # the logs of a run that never reached its first checkpoint
                 tqdm.write(f"starting over: the run in {self.output} stopped before its first checkpoint",
                            file=sys.stderr)
-                for name in ("metrics.csv", f".{CHECKPOINT}.partial"):
+                for path in [self.output / "metrics.csv", *self._partial_checkpoints()]:
                     with contextlib.suppress(FileNotFoundError):
-                        (self.output / name).unlink()
+                        path.unlink()
                 for name in ("tensorboard", "figures"):
                     shutil.rmtree(self.output / name, ignore_errors=True)
             self.output.mkdir(parents=True, exist_ok=True)
@@ -267,9 +273,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
             state = {"step": self.step, "seconds": self.seconds, "rng": torch.get_rng_state(), **self.state()}
-            with interrupt.temporary(self.output / f".{CHECKPOINT}.partial") as temporary:
+            with staged_file(self.output / CHECKPOINT) as temporary:
                 torch.save(state, temporary)
-                os.replace(temporary, self.output / CHECKPOINT)
         self.checkpoint_step = self.step
         self.dist.barrier()
 
