@@ -5,7 +5,10 @@ import argparse
 import os
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 from . import __version__
 from .hardware import add_threads_option
@@ -60,7 +63,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=text)
         action.add_argument("model", nargs="?", help="bundle folder or registered name (default: the first)")
         action.set_defaults(run=run)
-    p.add_argument("--progress", default="text", help=argparse.SUPPRESS)
+    p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -74,7 +77,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
     p.add_argument("--device", default="auto", help="auto (GPU if available) or cpu")
     add_threads_option(p)
-    p.add_argument("--progress", default="text", help=argparse.SUPPRESS)
+    p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
     p.set_defaults(run=run_train)
 
@@ -136,9 +139,28 @@ def run_train(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[],
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="medlsdm", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Synthetic 3D medical images from segmentations.")
+class UsageError(Exception):
+    """A command line argparse cannot take: the message, and the help of the (sub)command."""
+
+    def __init__(self, message: str, help_text: str) -> None:
+        super().__init__(message)
+        self.help_text = help_text
+
+
+class ProtocolParser(argparse.ArgumentParser):
+    """argparse for the worker, whose stdout carries JSON lines only: usage errors and --help are
+    raised as UsageError (the help with an empty message) instead of printed."""
+
+    def error(self, message: str) -> "NoReturn":
+        raise UsageError(message, self.format_help())
+
+    def print_help(self, file: object = None) -> None:
+        raise UsageError("", self.format_help())
+
+
+def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser = parser_class(prog="medlsdm", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                          description="Synthetic 3D medical images from segmentations.")
     parser.add_argument("--version", action="version", version=f"medlsdm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True,
                                      metavar="{demo,generate,reconstruct,models,train,evaluate,benchmark,compare}")
@@ -238,16 +260,27 @@ def _run_command(args: argparse.Namespace, reporter: Reporter) -> int:
     return int(args.run(args, reporter, requested))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, protocol: bool = False) -> int:
     """Run a command. Its work runs in a thread while this one waits for SIGINT/SIGTERM: the first
     asks to stop at the next step, and if the work has not ended ``GRACE_SECONDS`` later (or a
-    second signal comes) the process removes its temporary files and exits with 130 at once."""
+    second signal comes) the process removes its temporary files and exits with 130 at once.
+    ``protocol``: the worker's, where every outcome is a JSON line on stdout (usage errors, --help)."""
     with signals_ask_to_stop():
-        return _main(argv)
+        if not protocol:
+            return _main(build_parser().parse_args(argv))
+        try:
+            args = build_parser(ProtocolParser).parse_args(argv)
+        except UsageError as exc:
+            reporter = make_reporter("json")
+            if not str(exc):
+                reporter.log(exc.help_text)
+                return 0
+            reporter.error(InputError.kind, f"{exc}: see the options with --help")
+            return InputError.exit_code
+        return _main(args)
 
 
-def _main(argv: Optional[List[str]]) -> int:
-    args = build_parser().parse_args(argv)
+def _main(args: argparse.Namespace) -> int:
     reporter = make_reporter(args.progress)
 
     def hard_stop() -> None:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from .interrupt import request as request_stop
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -73,8 +76,12 @@ class JsonReporter(Reporter):
     """The worker protocol: one JSON object per stdout line (progress, log, done, error)."""
 
     def _emit(self, event: Dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):  # the reader is gone (closed pipe): nobody wants the result
+            _silence_stdout()
+            request_stop()
 
     def progress(self, stage: str, step: int, total: int) -> None:
         self._emit({"type": "progress", "stage": stage, "step": step, "total": total})
@@ -89,6 +96,16 @@ class JsonReporter(Reporter):
     def error(self, kind: str, message: str) -> None:
         self._emit({"type": "error", "kind": kind, "message": message})
         super().error(kind, message)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def make_reporter(mode: str) -> Reporter:

@@ -5,7 +5,8 @@
 Each stdout line is one JSON object: {"type": "progress", "stage", "step", "total"},
 {"type": "log", "message"}, {"type": "done", "path", "paths", "seeds", "seconds"} or
 {"type": "error", "kind", "message"}. Exit codes: 0 done, 2 bad input, 3 model problem,
-4 out of memory, 130 cancelled.
+4 out of memory, 130 cancelled. Every outcome is a JSON line, usage errors and --help (a log event) too;
+if the reader closes the pipe, the worker stops as if cancelled.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from .cli import main as cli_main
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(["generate", *args, "--progress", "json"])
+    return cli_main(["generate", *args, "--progress", "json"], protocol=True)
 
 
 if __name__ == "__main__":

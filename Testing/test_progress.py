@@ -2,14 +2,18 @@
 is one JSON object; progress counts up to its total; the last line is done, or an error."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
-from conftest import (assert_one_line_error, folder_entries, generate_args, read, run_cli, run_subprocess,
-                      write, brain_labels)
+from conftest import (REPO, assert_one_line_error, brain_labels, folder_entries, generate_args, make_bundle, read,
+                      run_cli, run_subprocess, subprocess_env, tiny_card, write)
 
 
 def check_progress(events: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
@@ -107,3 +111,38 @@ def test_text_progress_prints_the_outputs(capfd, tmp_path: Path, labels_path: Pa
     assert "; sampler ddim, 2 steps, guidance 2, seed 21;" in result.err
     quiet = run_cli(capfd, *generate_args(labels_path, tmp_path / "q.nii.gz", bundle_dir, "--progress", "none"))
     assert quiet.code == 0 and quiet.out == "" and quiet.err == ""
+
+
+def test_worker_usage_errors_and_help_are_json_lines(tmp_path: Path) -> None:
+    """The Slicer module reads stdout: a bad command line and --help are JSON lines there too."""
+    bad = run_subprocess("--bogus", module="MedLSDMLib.worker")
+    assert bad.code == 2
+    event, = bad.events()
+    assert event["type"] == "error" and event["kind"] == "input" and "--help" in event["message"]
+    shown = run_subprocess("--help", module="MedLSDMLib.worker")
+    assert shown.code == 0
+    event, = shown.events()
+    assert event["type"] == "log" and "usage: medlsdm generate" in event["message"]
+
+
+def test_worker_whose_reader_goes_away_stops(tmp_path: Path, labels_path: Path, slow_bundle_dir: Path) -> None:
+    """A closed stdout pipe (the reader died) ends the worker as a cancel: exit 130, one line on
+    stderr, no traceback, no output."""
+    output = tmp_path / "synthetic.nii.gz"
+    process = subprocess.Popen([sys.executable, "-m", "MedLSDMLib.worker", str(labels_path), "-o", str(output),
+                                "--model", str(slow_bundle_dir), "--sampler", "ddpm", "--device", "cpu"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+                               cwd=str(REPO))
+    assert process.stdout is not None and process.stderr is not None
+    json.loads(process.stdout.readline())  # the first event, then the reader goes away
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 130, err
+    assert "Traceback" not in err and err.strip().splitlines() == ["medlsdm: error: cancelled; no output was written"]
+    assert not output.exists()
+
+
+@pytest.fixture(scope="module")
+def slow_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ancestral sampling over 1000 steps: long enough for the reader to go away first."""
+    return make_bundle(tiny_card(timesteps=1000)).save(tmp_path_factory.mktemp("slow") / "slow-model")
