@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
@@ -14,6 +13,7 @@ from torch import nn
 
 from .config import ModelCard, from_dict, to_dict
 from .errors import ModelError
+from .interrupt import staged_file
 from .networks import VQGAN, build_unet
 
 CARD_FILE = "model.json"
@@ -84,9 +84,8 @@ def save_weights(module: nn.Module, path: Path, dtype: Optional[torch.dtype] = N
     for key, value in module.state_dict().items():
         value = value.detach().cpu().contiguous()
         state[key] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
-    temporary = path.with_name(f".{path.name}.partial")
-    save_file(state, str(temporary))
-    os.replace(temporary, path)
+    with staged_file(path) as temporary:
+        save_file(state, str(temporary))
     return sha256(path)
 
 
@@ -141,9 +140,8 @@ class ModelBundle:
 
 def write_card(folder: Path, card: ModelCard) -> None:
     """Write model.json atomically (after the weights whose hashes it records)."""
-    temporary = folder / f".{CARD_FILE}.partial"
-    temporary.write_text(json.dumps(to_dict(card), indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, folder / CARD_FILE)
+    with staged_file(folder / CARD_FILE) as temporary:
+        temporary.write_text(json.dumps(to_dict(card), indent=2) + "\n", encoding="utf-8")
 
 
 def load_autoencoder(folder: Union[str, Path]) -> Tuple[ModelCard, VQGAN]:

@@ -5,7 +5,6 @@ back onto the image's grid."""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple, Union
@@ -21,6 +20,7 @@ from .bundle import save_weights, sha256
 from .config import IntensityConfig, LabelEntry, from_dict, to_dict
 from .data import preprocess_images
 from .errors import InputError, ModelError
+from .interrupt import staged_file
 from .geometry import resample, working_grid
 from .volumes import array_to_image, image_to_array
 
@@ -87,9 +87,8 @@ def save_segmenter(folder: Path, card: SegmenterCard, net: torch.nn.Module) -> P
     """Write the weights, then the card recording their SHA-256 (each file replaced atomically)."""
     folder.mkdir(parents=True, exist_ok=True)
     card.weights = {WEIGHTS_FILE: save_weights(net, folder / WEIGHTS_FILE)}
-    temporary = folder / f".{CARD_FILE}.partial"
-    temporary.write_text(json.dumps(to_dict(card), indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, folder / CARD_FILE)
+    with staged_file(folder / CARD_FILE) as temporary:
+        temporary.write_text(json.dumps(to_dict(card), indent=2) + "\n", encoding="utf-8")
     return folder
 
 
