@@ -173,4 +173,4 @@ def compare(model: Dict[str, Any], baseline: Dict[str, Any], dice_model: Optiona
                "the model beats the training-free baseline on most realism metrics" if wins > losses else
                "the model does NOT beat the training-free baseline")
     return {"rows": rows, "model_wins": wins, "baseline_wins": losses, "counted": len(counted),
-            "verdict": f"{verdict} ({wins} of {len(counted)} realism metrics)"}
+            "verdict": f"{verdict}: more realistic on {wins} of {len(counted)} realism metrics"}

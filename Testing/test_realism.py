@@ -130,7 +130,7 @@ def test_compare_counts_only_the_realism_metrics() -> None:
     better = compare(summary(0.1, 0.9, 0.0, r=0.2), summary(0.3, 1.3, 0.5, r=0.9), 0.7, 1.1)
     assert [r["better"] for r in better["rows"]] == ["model", "model", "model", "baseline", "baseline"]
     assert better["model_wins"] == 3 and better["counted"] == 3
-    assert better["verdict"].startswith("the model beats the training-free baseline (3 of 3")
+    assert better["verdict"] == "the model beats the training-free baseline: more realistic on 3 of 3 realism metrics"
     worse = compare(summary(0.4, 0.5, 0.8), summary(0.3, 0.95, 0.0))
     assert worse["baseline_wins"] == 3 and "does NOT beat" in worse["verdict"]
     # sharpness is judged on a log scale: half as sharp is as far from 1 as twice as sharp

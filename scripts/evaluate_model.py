@@ -118,7 +118,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     synthetic.mkdir(parents=True, exist_ok=True)
     reconstruction.mkdir(parents=True, exist_ok=True)
     model_name = f"{card.name} {card.version}"
-    timings = {}
+    previous = out / "summary.json"
+    timings: Dict[str, float] = {}
+    if previous.is_file():  # the times of volumes made earlier and reused now
+        try:
+            timings = {k: v for k, v in json.loads(previous.read_text())["generation_seconds"].items() if k in names}
+        except (ValueError, KeyError, AttributeError):
+            timings = {}
     for name in names:
         labels, image = held_out / f"{name}_label.nii.gz", held_out / f"{name}_image.nii.gz"
         target = synthetic / f"{name}_synthetic.nrrd"
@@ -161,7 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"Against the baseline renderer: {verdict}.", ""])
     (out / "summary.md").write_text(text)
     summary = {"model": model_name, "cases": names, "sampler": sampler, "steps": steps, "seed": args.seed,
-               "precision": args.precision, "cpu_flags": cpu, "rows": rows, "real_background_noise": real_noise,
+               "precision": f"{args.precision} ({generator_precision(generator, args.precision)})", "cpu_flags": cpu, "rows": rows, "real_background_noise": real_noise,
                "verdict": verdict, "generation_seconds": timings}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.update_card:
