@@ -36,6 +36,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="store_true",
                    help="also score a training-free rendering of each label map (per class Gaussian with the real "
                         "class mean and sd, lightly blurred) and say whether the synthetic images beat it")
+    add_threads_option(p)
     _common(p)
     p.set_defaults(run=run_evaluate)
 

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Set, TypeVar
 
+from .errors import Cancelled
+
 GRACE_SECONDS = 3.0
-CANCELLED_EXIT_CODE = 130
 T = TypeVar("T")
 
 _requested = threading.Event()
@@ -70,8 +71,6 @@ def staged_file(path: Path) -> Iterator[Path]:
     """Write ``path`` atomically: the block writes the hidden temporary this yields, which is then
     renamed into place. An error, or a stop asked for before the rename, removes it and leaves any
     existing ``path`` as it was (a stop raises ``Cancelled``); a hard stop removes it too."""
-    from .errors import Cancelled
-
     path = Path(path)
     staging = path.with_name(f".{path.stem}.partial-{os.getpid()}{''.join(path.suffixes) or ''}")
     with temporary(staging):
@@ -173,4 +172,4 @@ def hard_stop(on_hard_stop: Optional[Callable[[], None]] = None) -> None:
         sys.stderr.flush()
     except BaseException:  # a closed pipe must not keep the process alive
         pass
-    os._exit(CANCELLED_EXIT_CODE)
+    os._exit(Cancelled.exit_code)
