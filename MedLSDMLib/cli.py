@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Callable, List, Optional
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from .variability import SampleWriter
+
 from . import __version__
 from .hardware import add_threads_option
 from .interrupt import requested, run_stoppable, signals_ask_to_stop
@@ -31,8 +33,14 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
                                         "The output lies exactly on the grid of the label map, or of --reference.")
     p.add_argument("labels", help="label map (.nii.gz, .nii, .nrrd, .mha) or Slicer segmentation (.seg.nrrd)")
     p.add_argument("-o", "--output", required=True, help="output image; its extension picks the format")
-    p.add_argument("--model", help="bundle folder or a name from Resources/Models.json (default: the first)")
     p.add_argument("--reference", help="image whose grid the output takes (size, spacing, origin, direction)")
+    add_generation_options(p)
+    p.set_defaults(run=run_generate)
+
+
+def add_generation_options(p: argparse.ArgumentParser) -> None:
+    """The options generate and edit share: model, label mapping, sampling, samples and their spread, device."""
+    p.add_argument("--model", help="bundle folder or a name from Resources/Models.json (default: the first)")
     p.add_argument("--map", action="append", default=[], metavar="NAME=CLASS",
                    help="map an input label value or segment name to a model class (repeatable)")
     p.add_argument("--map-file", metavar="FILE",
@@ -43,6 +51,9 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (default: the model's)")
     p.add_argument("--seed", type=int, help="random seed; sample k uses seed+k (default: random, printed)")
     p.add_argument("--samples", type=int, default=1, help="number of images; K>1 writes OUTPUT_01 ... OUTPUT_K")
+    p.add_argument("--variability", metavar="OUTPUT",
+                   help="also write the voxelwise standard deviation of the samples (needs --samples 2 or more)")
+    p.add_argument("--mean", metavar="OUTPUT", help="also write the voxelwise mean of the samples")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     p.add_argument("--precision", default="auto", help="auto (chosen by the hardware: bf16 on GPUs and CPUs with AMX, "
                                                           "else fp32), fp32, bf16 or fp16")
@@ -51,7 +62,6 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", choices=("text", "json", "none"), default="text",
                    help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)")
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
-    p.set_defaults(run=run_generate)
 
 
 def _add_models(commands: argparse._SubParsersAction) -> None:
@@ -163,8 +173,11 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
                           description="Synthetic 3D medical images from segmentations.")
     parser.add_argument("--version", action="version", version=f"medlsdm {__version__}")
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{demo,generate,reconstruct,models,train,evaluate,benchmark,compare}")
+                                     metavar="{demo,generate,edit,reconstruct,models,train,evaluate,benchmark,compare}")
     _add_generate(commands)
+    from .cli_edit import add_command as _add_edit
+
+    _add_edit(commands)
     _add_models(commands)
     _add_train(commands)
     _add_evaluation(commands)
@@ -176,34 +189,38 @@ def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[
     from .labels import parse_mapping
     from .mapfile import read_map_file
     from .pipeline import Generator, check_generation_options, parse_max_memory
-    from .volumes import StagedImages, check_output_path, numbered_paths
 
     start = time.perf_counter()
     max_memory = parse_max_memory(args.max_memory)
     check_generation_options(guidance=args.guidance, seed=args.seed, samples=args.samples, max_memory=max_memory)
-    inputs = [args.labels, args.reference]
-    outputs = [check_output_path(p, inputs) for p in numbered_paths(check_output_path(args.output, inputs),
-                                                                      args.samples)]
     map_file = read_map_file(args.map_file) if args.map_file else None
-    generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
-    seeds: List[int] = []
-    # each sample is written (and read back) as soon as it is done, into a hidden folder beside the
-    # outputs; all of them are renamed into place at the end, so a failure or a cancel replaces nothing
-    with StagedImages(outputs) as staged:
-        def write_sample(k: int, image: "sitk.Image") -> None:
-            staged.write(k, image)
-            seeds.append(int(image.GetMetaData("medlsdm_seed")))
-            reporter.progress("write", k + 1, len(outputs))
-
+    with sample_writer(args, [args.labels, args.reference], reporter) as writer:
+        generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
         generator.generate(args.labels, args.reference, steps=args.steps, guidance=args.guidance,
                            seed=args.seed, sampler=args.sampler, samples=args.samples,
                            mapping=parse_mapping(args.map), map_file=map_file, max_memory=max_memory,
-                           progress=reporter.progress, cancel=cancel, log=reporter.log, on_sample=write_sample)
-        if cancel():
-            raise Cancelled()
-        staged.commit()
-    reporter.done([str(p) for p in outputs], seeds, time.perf_counter() - start)
+                           progress=reporter.progress, cancel=cancel, log=reporter.log, on_sample=writer.write)
+        finish_samples(writer, reporter, cancel, start)
     return 0
+
+
+def sample_writer(args: argparse.Namespace, inputs: List[Optional[str]], reporter: Reporter) -> "SampleWriter":
+    """The outputs of generate or edit (-o, --samples, --variability, --mean), checked before any work. Each
+    sample is written (and read back) as soon as it is done into a hidden folder beside the outputs; all
+    are renamed into place at the end, so a failure or a cancel replaces nothing."""
+    from .variability import SampleWriter
+
+    return SampleWriter(args.output, args.samples, inputs, args.variability, args.mean, reporter.progress)
+
+
+def finish_samples(writer: "SampleWriter", reporter: Reporter, cancel: Callable[[], bool], start: float) -> None:
+    """Write the maps and rename every output into place (unless cancelled), and report them."""
+    if cancel():
+        raise Cancelled()
+    writer.commit()
+    for name, path in writer.maps.items():
+        reporter.log(f"{name} map of {len(writer.paths)} samples: {path}")
+    reporter.done([str(p) for p in writer.paths], writer.seeds, time.perf_counter() - start)
 
 
 def run_models_list(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:

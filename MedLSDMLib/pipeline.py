@@ -253,3 +253,10 @@ class Generator:
         from .reconstruct import reconstruct
 
         return reconstruct(self, image, labels, **options)
+
+    def edit(self, image: Union[str, Path, sitk.Image], labels: LabelSource, **options) -> List[sitk.Image]:
+        """The real ``image`` with one region regenerated from the edited ``labels`` (``region=MASK`` or
+        ``original=MAP``, ``margin`` mm); outside the grown region the real voxels exactly. Options as edit.edit."""
+        from .edit import edit
+
+        return edit(self, image, labels, **options)

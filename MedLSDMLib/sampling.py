@@ -235,9 +235,12 @@ STEPPERS: Dict[str, Type[Stepper]] = {"ddim": DDIMStepper, "dpm": DPMSolverStepp
 
 def sample_latent(model: GuidedUNet, config: SchedulerConfig, shape: Tuple[int, ...], *, sampler: str,
                   steps: int, generator: torch.Generator, progress: Optional[ProgressFn] = None,
-                  cancel: Optional[CancelFn] = None, bounds: Optional[Bounds] = None) -> torch.Tensor:
+                  cancel: Optional[CancelFn] = None, bounds: Optional[Bounds] = None,
+                  after_step: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None) -> torch.Tensor:
     """Run the reverse process from noise drawn with ``generator`` and return the clean latent.
-    ``bounds``: the box the clean-latent estimates of DDIM and DPM-Solver are clamped to."""
+    ``bounds``: the box the clean-latent estimates of DDIM and DPM-Solver are clamped to.
+    ``after_step(x, t_next)``: replaces the latent after each step (t_next < 0: the clean end), e.g. to
+    keep a known part of it (edit.py's inpainting)."""
     x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
     stepper = STEPPERS[sampler](config, steps, generator, bounds, int(torch.tensor(shape[2:]).prod()))
     pairs = stepper.pairs()
@@ -246,6 +249,8 @@ def sample_latent(model: GuidedUNet, config: SchedulerConfig, shape: Tuple[int, 
             raise Cancelled()
         out = model(x, torch.tensor([t], device=x.device))
         x = stepper.step(x, out, int(t), int(t_next))
+        if after_step is not None:
+            x = after_step(x, int(t_next))
         if progress is not None:
             progress("sample", i + 1, len(pairs))
     return x
