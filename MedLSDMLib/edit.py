@@ -165,11 +165,12 @@ def blend(real: sitk.Image, generated: sitk.Image, feathered: Feather) -> sitk.I
     """``generated`` resampled onto the real grid and blended into a copy of ``real`` with the feathered
     weight; voxels of weight 0 keep the real value and type exactly."""
     z, y, x = feathered.box
-    on_real = resample(generated, real[x, y, z], sitk.sitkLinear, default=float(np.min(sitk.GetArrayViewFromImage(real))))
     values = sitk.GetArrayFromImage(real)
     part = values[feathered.box]
+    on_real = sitk.GetArrayFromImage(resample(generated, real[x, y, z], sitk.sitkLinear, default=float("nan")))
+    on_real = np.where(np.isnan(on_real), part, on_real)  # beyond the generated grid (at the image's edge): real
     weight = feathered.weight
-    mixed = weight * sitk.GetArrayViewFromImage(on_real) + (1 - weight) * part
+    mixed = weight * on_real + (1 - weight) * part
     if np.issubdtype(part.dtype, np.integer):
         limits = np.iinfo(part.dtype)
         mixed = np.clip(np.rint(mixed), limits.min, limits.max)
@@ -238,8 +239,8 @@ def edit(generator: "Generator", image: Union[str, Path, sitk.Image], labels: La
     if log is not None:
         log(f"model {card.name} {card.version}: {describe_run(torch_device.type, chosen, torch.get_num_threads())}; "
             f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}; edit of {int(edited.sum())} voxels "
-            f"grown by {margin:g} mm; latent region {int(inside[box].sum())} of {int(np.prod(latent_size))} latent voxels "
-            f"on a {'x'.join(map(str, crop.GetSize()))} grid at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
+            f"grown by {margin:g} mm; latent region {int(inside[box].sum())} of {int(np.prod(latent_size))} latent "
+            f"voxels on a {'x'.join(map(str, crop.GetSize()))} grid at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
             f"{'; tiled decoding' if plan.tile else ''}")
         if chosen.warning:
             log(f"warning: {chosen.warning}")

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from MedLSDMLib.edit import feather, latent_box
+from MedLSDMLib.edit import CONTEXT, feather, latent_box
 from MedLSDMLib.errors import Cancelled, InputError
 from MedLSDMLib.sampling import sample_latent
 
@@ -85,11 +85,23 @@ def test_an_integer_image_keeps_its_type_and_voxels(generator, scan) -> None:
     assert np.array_equal(array_xyz(out)[outside], array_xyz(integer)[outside])
 
 
+def test_a_region_at_the_edge_of_the_image_is_blended_with_finite_values(generator, scan) -> None:
+    real, labels, _ = scan
+    corner = np.zeros(SIZE, dtype=np.uint8)
+    corner[:4, :5, -3:] = 1
+    out = generator.edit(real, labels, region=on_grid_of(real, corner), steps=2, seed=1, device="cpu")[0]
+    values = array_xyz(out)
+    assert np.all(np.isfinite(values))
+    outside = grown_outside(corner > 0, real)
+    assert np.array_equal(values[outside], array_xyz(real)[outside]) and not np.array_equal(values, array_xyz(real))
+
+
 def test_same_seed_same_result_and_the_inside_follows_the_edited_labels(generator, scan) -> None:
     real, labels, edited = scan
     first, again = edit(generator, scan), edit(generator, scan)
     assert np.array_equal(sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(again))
-    assert not np.array_equal(sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(edit(generator, scan, seed=2)))
+    other_seed = edit(generator, scan, seed=2)
+    assert not np.array_equal(sitk.GetArrayViewFromImage(first), sitk.GetArrayViewFromImage(other_seed))
     # the same region regenerated from other labels gives another image there
     changed = array_xyz(edited) != array_xyz(labels)
     region = on_grid_of(real, changed.astype(np.uint8))
@@ -141,7 +153,11 @@ def test_latent_box_keeps_context_and_the_unet_sizes() -> None:
     mask = np.zeros((40, 12, 40), dtype=bool)
     mask[20, 5, 3] = True
     box = latent_box(mask, 4, 8)
-    assert box[0] == slice(12, 32) and box[1] == slice(0, 12) and box[2] == slice(0, 12)
+    for axis, (point, size) in enumerate(zip((20, 5, 3), mask.shape)):
+        start, stop = box[axis].start, box[axis].stop
+        assert start % 4 == 0 and stop % 4 == 0 and stop - start >= 8 and 0 <= start and stop <= size
+        assert start <= max(point - CONTEXT, 0) and stop >= min(point + 1 + CONTEXT, size)
+    assert box[0].stop - box[0].start < 40  # a small region is not the whole grid
 
 
 def test_seam_of_the_demo_model_stays_within_the_real_gradients() -> None:
@@ -180,7 +196,8 @@ def test_seam_of_the_demo_model_stays_within_the_real_gradients() -> None:
     assert np.percentile(on_seam, 99) <= bound
     assert (on_seam > bound).sum() <= (real_on_seam > bound).sum()
     # CSF-dark where the map now says CSF: darker than the tissue that was there, near the real CSF's level
-    csf, grey = reference[sitk.GetArrayFromImage(labels) == 1].mean(), reference[sitk.GetArrayFromImage(labels) == 2].mean()
+    classes = sitk.GetArrayFromImage(labels)
+    csf, grey = reference[classes == 1].mean(), reference[classes == 2].mean()
     assert values[region].mean() < min(reference[region].mean(), (csf + grey) / 2)
 
 

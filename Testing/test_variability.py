@@ -59,7 +59,8 @@ def test_the_variability_of_an_edit_is_zero_outside_its_grown_region(capfd, bund
                           labels.GetSpacing(), labels.GetOrigin(), np.array(labels.GetDirection()).reshape(3, 3))
     region = np.zeros(classes.shape, dtype=np.uint8)
     region[10:15, 11:16, 8:12] = 1
-    mask = image_from_xyz(region, labels.GetSpacing(), labels.GetOrigin(), np.array(labels.GetDirection()).reshape(3, 3))
+    mask = image_from_xyz(region, labels.GetSpacing(), labels.GetOrigin(),
+                          np.array(labels.GetDirection()).reshape(3, 3))
     paths = [write(image, tmp_path / name) for image, name in ((real, "t1.nii.gz"), (labels, "labels.nii.gz"),
                                                                 (mask, "region.nii.gz"))]
     result = run_cli(capfd, "edit", *paths[:2], "--region", paths[2], "-o", tmp_path / "edit.nii.gz", "--model",

@@ -51,21 +51,25 @@ def enlarged_ventricles(labels: sitk.Image, grow: float) -> sitk.Image:
     return image
 
 
-def run(*args: object) -> float:
-    """``medlsdm ARGS``; the seconds it took."""
+def run(output: Path, *args: object) -> None:
+    """``medlsdm ARGS``, unless ``output`` is there from an earlier run; prints the seconds it took."""
     from MedLSDMLib.cli import main
 
+    if output.exists():
+        print(f"reusing {output} (delete it to run medlsdm {args[0]} again)")
+        return
     start = time.perf_counter()
     code = main([str(a) for a in args])
     if code != 0:
         sys.exit(f"medlsdm {args[0]} failed with exit code {code}")
-    return time.perf_counter() - start
+    print(f"medlsdm {' '.join(str(a) for a in args[:1] + args[-4:])}...: {time.perf_counter() - start:.1f} s")
 
 
 def seam_gradient(output: np.ndarray, real: np.ndarray, region: np.ndarray, spacing: Sequence[float],
-                  margin: float) -> Tuple[float, float, float]:
-    """(largest gradient magnitude on the seam, the real image's 99th percentile, the real image's largest
-    on the seam): the seam is the shell of voxels within one voxel of the grown region's border."""
+                  margin: float) -> Tuple[float, float, int, int]:
+    """On the seam (the voxels within one voxel of the grown region's border): the 99th percentile of the
+    output's gradient magnitude, the real image's 99th percentile over the whole image (the bound), and
+    how many seam voxels exceed the bound in the output and in the real image."""
     spacing_zyx = np.array(spacing)[::-1]
     distance = ndimage.distance_transform_edt(~region, sampling=spacing_zyx)
     shell = np.abs(distance - margin) <= spacing_zyx.max()
@@ -73,12 +77,13 @@ def seam_gradient(output: np.ndarray, real: np.ndarray, region: np.ndarray, spac
     def magnitude(a: np.ndarray) -> np.ndarray:
         return np.sqrt(sum(g ** 2 for g in np.gradient(a.astype(np.float64), *spacing_zyx)))
 
-    out, ref = magnitude(output), magnitude(real)
-    return float(out[shell].max()), float(np.percentile(ref, 99)), float(ref[shell].max())
+    out, ref = magnitude(output)[shell], magnitude(real)
+    bound = float(np.percentile(ref, 99))
+    return float(np.percentile(out, 99)), bound, int((out > bound).sum()), int((ref[shell] > bound).sum())
 
 
 def planes(volume: np.ndarray, point: Sequence[int]) -> List[np.ndarray]:
-    """Axial, coronal and sagittal cuts of a z, y, x volume through ``point`` (z, y, x), displayed upright."""
+    """Axial, coronal and sagittal cuts of a z, y, x volume through ``point`` (z, y, x), shown upright."""
     z, y, x = point
     return [volume[z][::-1], volume[:, y][::-1], volume[:, :, x][::-1]]
 
@@ -104,7 +109,8 @@ def edit_figure(path: Path, real: np.ndarray, edited: np.ndarray, result: np.nda
         for row, (cut, outline) in enumerate(zip(planes(volume, point), planes(region, point))):
             axis = axes[row][column]
             shown = axis.imshow(cut, interpolation="nearest", **style)
-            axis.contour(outline, levels=[0.5], colors="#ff3030", linewidths=0.6)
+            if column in (1, 3):  # the result is shown bare, to judge the seam
+                axis.contour(outline, levels=[0.5], colors="#ff3030", linewidths=0.6)
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
@@ -162,10 +168,9 @@ def main() -> None:
     edited_path = args.work / "brain_example_label_ventricles.nii.gz"
     sitk.WriteImage(edited, str(edited_path))
     common = ["--model", MODEL, "--seed", args.seed, "--samples", args.samples, "--progress", "none"]
-    seconds = run("edit", real_path, edited_path, "--original-labels", EXAMPLES / "brain_example_label.nii.gz",
-                  "-o", args.work / "edited.nii.gz", "--margin", args.margin, "--variability",
-                  args.work / "edited_std.nii.gz", "--mean", args.work / "edited_mean.nii.gz", *common)
-    print(f"edit, {args.samples} samples: {seconds:.1f} s")
+    run(args.work / "edited_std.nii.gz", "edit", real_path, edited_path, "--original-labels",
+        EXAMPLES / "brain_example_label.nii.gz", "-o", args.work / "edited.nii.gz", "--margin", args.margin,
+        "--variability", args.work / "edited_std.nii.gz", "--mean", args.work / "edited_mean.nii.gz", *common)
 
     def volume(name: str) -> np.ndarray:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(args.work / name)))
@@ -174,27 +179,30 @@ def main() -> None:
     before, after = sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(edited)
     region = before != after
     first = volume("edited_01.nii.gz")
-    point = tuple(int(round(c)) for c in np.argwhere(region).mean(axis=0))
+    # axial and coronal through the edit's centre, sagittal through a lateral ventricle (not the midline)
+    centre = np.argwhere(region).mean(axis=0).round().astype(int)
+    lateral = region.sum(axis=(0, 1)) * (np.abs(np.arange(region.shape[2]) - centre[2]) >= 4)
+    point = (int(centre[0]), int(centre[1]), int(np.argmax(lateral)))
     grown = ndimage.distance_transform_edt(~region, sampling=np.array(labels.GetSpacing())[::-1]) < args.margin
     print(f"edited region: {int(region.sum())} voxels; changed voxels outside the grown region: "
           f"{int(((first != real) & ~grown).sum())}")
-    seam, p99, real_seam = seam_gradient(first, real, region, labels.GetSpacing(), args.margin)
-    print(f"seam: largest gradient magnitude {seam:.1f} per mm (real image: 99th percentile {p99:.1f}, "
-          f"largest on the same voxels {real_seam:.1f})")
+    seam, bound, above, real_above = seam_gradient(first, real, region, labels.GetSpacing(), args.margin)
+    print(f"seam: 99th percentile of the gradient magnitude {seam:.1f} per mm (the real image's 99th percentile "
+          f"{bound:.1f}); seam voxels above it: {above} (real image: {real_above})")
     print(f"mean intensity in the edited region (now CSF): result {first[region].mean():.0f}, real image there "
           f"{real[region].mean():.0f}; the real image's CSF / grey / white matter: "
           + " / ".join(f"{real[before == c].mean():.0f}" for c in (1, 2, 3)))
     edit_figure(args.docs / "edit_ventricles.png", real, after, first, region, point,
                 f"medlsdm edit: ventricles enlarged by {args.grow:g} mm in the tissue map, regenerated with "
                 f"brain-t1-demo (seed {args.seed}, margin {args.margin:g} mm; red: the edited voxels)")
-    seconds = run("generate", edited_path, "-o", args.work / "generated.nii.gz", "--variability",
-                  args.work / "generated_std.nii.gz", "--mean", args.work / "generated_mean.nii.gz", *common)
-    print(f"generate, {args.samples} samples: {seconds:.1f} s")
+    run(args.work / "generated_std.nii.gz", "generate", edited_path, "-o", args.work / "generated.nii.gz",
+        "--variability", args.work / "generated_std.nii.gz", "--mean", args.work / "generated_mean.nii.gz", *common)
 
     variability_figure(args.docs / "variability_ventricles.png",
                        [("edit", volume("edited_mean.nii.gz"), volume("edited_std.nii.gz")),
                         ("generate", volume("generated_mean.nii.gz"), volume("generated_std.nii.gz"))], point,
-                       f"standard deviation over {args.samples} samples (seeds {args.seed}-{args.seed + args.samples - 1})"
+                       f"standard deviation over {args.samples} samples "
+                       f"(seeds {args.seed}-{args.seed + args.samples - 1})"
                        " over their mean: the edit varies only in the edited region, generation everywhere")
     print(f"wrote {args.docs / 'edit_ventricles.png'} and {args.docs / 'variability_ventricles.png'}")
 
