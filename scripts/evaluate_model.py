@@ -86,6 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--count", type=int, default=1, help="deformed maps per training subject")
     parser.add_argument("--seed", type=int, default=1, help="generation seed")
     parser.add_argument("--precision", default="auto", help="generation precision (auto, fp32, bf16)")
+    parser.add_argument("--sampler", help="sampler (default: the model's default); pin it to compare models")
+    parser.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--apt-update", action="store_true", help="passed to prepare_demo_data.py")
     parser.add_argument("--update-card", action="store_true", help="write the table into the model card")
@@ -111,8 +113,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     folder = resolve_model(args.model)
     card = read_card(folder)
-    sampler = default_sampler(card.scheduler)
-    steps = resolve_steps(sampler, None, card.scheduler)
+    sampler = args.sampler or default_sampler(card.scheduler)
+    steps = resolve_steps(sampler, args.steps, card.scheduler)
     generator = Generator.load(folder, args.device, args.precision)
     synthetic, reconstruction = out / "synthetic", out / "reconstruction"
     synthetic.mkdir(parents=True, exist_ok=True)
@@ -134,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             log(f"reusing {target}")
         else:
             tic = time.perf_counter()
-            result, = generator.generate(str(labels), str(image), seed=args.seed)
+            result, = generator.generate(str(labels), str(image), seed=args.seed, sampler=sampler, steps=steps)
             write_image(result, target)
             timings[name] = round(time.perf_counter() - tic, 1)
             log(f"generated {target} in {timings[name]} s")
