@@ -47,7 +47,8 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
                    help="CSV table of label value (or segment name) -> model class, e.g. the shipped "
                         "freesurfer_tissue for FreeSurfer/SynthSeg maps; --map overrides its rows")
     p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
-    p.add_argument("--sampler", help="ddim (default), ddpm, reference (the published method), or rflow")
+    p.add_argument("--sampler", help="dpm (DPM-Solver++ 2M, 20 steps; the default), ddim (50 steps), ddpm, "
+                                     "reference (the published method), or rflow (for rectified-flow models)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (default: the model's)")
     p.add_argument("--seed", type=int, help="random seed; sample k uses seed+k (default: random, printed)")
     p.add_argument("--samples", type=int, default=1, help="number of images; K>1 writes OUTPUT_01 ... OUTPUT_K")

@@ -36,7 +36,7 @@ class SamplerInfo:
 
 SAMPLERS: Dict[str, SamplerInfo] = {
     "ddim": SamplerInfo("ddpm", 50, True, True, "deterministic DDIM, 50 steps by default"),
-    "dpm": SamplerInfo("ddpm", 20, True, True, "DPM-Solver++ (2M) multistep, 20 steps by default"),
+    "dpm": SamplerInfo("ddpm", 20, True, True, "DPM-Solver++ (2M) multistep, 20 steps by default (the default)"),
     "ddpm": SamplerInfo("ddpm", None, False, True, "ancestral DDPM over every training step"),
     "reference": SamplerInfo("ddpm", None, False, False,
                              "the published method: ancestral DDPM over every training step, "
@@ -46,7 +46,10 @@ SAMPLERS: Dict[str, SamplerInfo] = {
 
 
 def default_sampler(config: SchedulerConfig) -> str:
-    return "ddim" if config.kind == "ddpm" else "rflow"
+    """DPM-Solver++ (2M), 20 steps, for ε/v models: on held-out maps it matched DDIM-50's Dice ratio within
+    noise, with a higher correlation with the real image, in 2.5x fewer UNet passes (README, Speed and
+    quality); rectified flow's own Euler sampler for rflow models."""
+    return "dpm" if config.kind == "ddpm" else "rflow"
 
 
 def resolve_steps(sampler: str, steps: Optional[int], config: SchedulerConfig) -> int:
@@ -66,7 +69,7 @@ def resolve_steps(sampler: str, steps: Optional[int], config: SchedulerConfig) -
         raise InputError(f"--steps {steps}: this model was trained with {total} steps, so use at most {total}")
     if not info.any_steps and steps != total:
         raise InputError(f"sampler {sampler!r} runs all {total} training steps: leave --steps out, "
-                         "or use ddim for fewer steps")
+                         "or use dpm or ddim for fewer steps")
     return steps
 
 

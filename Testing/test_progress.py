@@ -108,7 +108,7 @@ def test_text_progress_prints_the_outputs(capfd, tmp_path: Path, labels_path: Pa
     assert result.code == 0, result.err
     assert result.out_lines == [f"wrote {output} (seed 21)"]
     assert "model tiny-brain 0.1.0: CPU, " in result.err and "precision fp32" in result.err
-    assert "; sampler ddim, 2 steps, guidance 2, seed 21;" in result.err
+    assert "; sampler dpm, 2 steps, guidance 2, seed 21;" in result.err
     quiet = run_cli(capfd, *generate_args(labels_path, tmp_path / "q.nii.gz", bundle_dir, "--progress", "none"))
     assert quiet.code == 0 and quiet.out == "" and quiet.err == ""
 

@@ -31,7 +31,8 @@ def unet_calls(unet: torch.nn.Module) -> Iterator[List[int]]:
 
 
 @pytest.mark.parametrize("sampler, steps, guidance, calls, batch", [
-    ("ddim", 3, 2.0, 3, 2),  # the default: one batched pass [null map, map] per step
+    ("dpm", 3, 2.0, 3, 2),  # the default: one batched pass [null map, map] per step
+    ("ddim", 3, 2.0, 3, 2),
     ("ddim", 4, 1.0, 4, 1),  # w = 1 is the plain conditional model: no null branch
     ("ddim", 4, 0.0, 4, 1),  # w = 0 is the unconditional model
     ("ddpm", None, 2.0, TIMESTEPS, 2),
@@ -107,6 +108,7 @@ def test_null_map_is_all_zeros_and_condition_sums_to_one() -> None:
 def test_step_counts() -> None:
     config = SchedulerConfig(num_train_timesteps=1000)
     assert resolve_steps("ddim", None, config) == 50
+    assert resolve_steps("dpm", None, config) == 20
     assert resolve_steps("ddpm", None, config) == 1000
     assert resolve_steps("reference", None, config) == 1000
     assert resolve_steps("ddim", 7, config) == 7
@@ -130,7 +132,7 @@ def test_default_steps_never_exceed_the_training_steps() -> None:
 def test_default_sampler_of_the_tiny_model(generator) -> None:
     with unet_calls(generator.bundle.unet) as batches:
         image, = generator.generate(brain_labels(), seed=0)
-    assert image.GetMetaData("medlsdm_sampler") == f"ddim {TIMESTEPS} steps, guidance 2"
+    assert image.GetMetaData("medlsdm_sampler") == f"dpm {TIMESTEPS} steps, guidance 2"
     assert len(batches) == TIMESTEPS
 
 
