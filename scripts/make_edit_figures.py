@@ -125,23 +125,24 @@ def edit_figure(path: Path, real: np.ndarray, edited: np.ndarray, result: np.nda
     plt.close(figure)
 
 
-def variability_figure(path: Path, rows: Sequence[Tuple[str, np.ndarray, np.ndarray]], point: Sequence[int],
+def variability_figure(path: Path, rows: Sequence[Tuple[str, np.ndarray, np.ndarray, bool]], point: Sequence[int],
                        title: str) -> None:
-    """One row per (name, mean image, standard deviation): the mean in grey under the deviation in colour."""
+    """One row per (name, mean image, standard deviation, only where it varies): the deviation in colour over
+    the mean in grey; with the flag, voxels where it is 0 show the mean alone (an edit's unchanged image)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(len(rows), 3, figsize=(11, 3.9 * len(rows)), squeeze=False)
-    for row, (name, mean, std) in enumerate(rows):
+    for row, (name, mean, std, only_where_it_varies) in enumerate(rows):
         low, high = np.percentile(mean, [0.5, 99.5])
         top = float(np.percentile(std[std > 0], 99.5)) if (std > 0).any() else 1.0
         for column, (grey, colour) in enumerate(zip(planes(mean, point), planes(std, point))):
             axis = axes[row][column]
             axis.imshow(grey, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-            shown = axis.imshow(np.ma.masked_equal(colour, 0), cmap="inferno", vmin=0, vmax=top, alpha=0.85,
-                                interpolation="nearest")
+            overlay = np.ma.masked_equal(colour, 0) if only_where_it_varies else colour
+            shown = axis.imshow(overlay, cmap="inferno", vmin=0, vmax=top, alpha=0.85, interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
             axis.set_title(f"{name}: {('axial', 'coronal', 'sagittal')[column]}", fontsize=9)
@@ -199,8 +200,8 @@ def main() -> None:
         "--variability", args.work / "generated_std.nii.gz", "--mean", args.work / "generated_mean.nii.gz", *common)
 
     variability_figure(args.docs / "variability_ventricles.png",
-                       [("edit", volume("edited_mean.nii.gz"), volume("edited_std.nii.gz")),
-                        ("generate", volume("generated_mean.nii.gz"), volume("generated_std.nii.gz"))], point,
+                       [("edit", volume("edited_mean.nii.gz"), volume("edited_std.nii.gz"), True),
+                        ("generate", volume("generated_mean.nii.gz"), volume("generated_std.nii.gz"), False)], point,
                        f"standard deviation over {args.samples} samples "
                        f"(seeds {args.seed}-{args.seed + args.samples - 1})"
                        " over their mean: the edit varies only in the edited region, generation everywhere")
