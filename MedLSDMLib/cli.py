@@ -271,11 +271,12 @@ def run_models_verify(args: argparse.Namespace, reporter: Reporter, cancel: Call
 
 
 def _run_command(args: argparse.Namespace, reporter: Reporter) -> int:
-    if "threads" in args:
-        from .hardware import set_threads
+    if "threads" not in args:
+        return int(args.run(args, reporter, requested))
+    from .hardware import threads_set_to
 
-        set_threads(args.threads)
-    return int(args.run(args, reporter, requested))
+    with threads_set_to(args.threads):
+        return int(args.run(args, reporter, requested))
 
 
 def main(argv: Optional[List[str]] = None, protocol: bool = False) -> int:

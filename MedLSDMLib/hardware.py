@@ -13,8 +13,9 @@ without paying for it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, Optional
 
 from .errors import InputError
 
@@ -173,6 +174,20 @@ def set_threads(requested: Optional[int]) -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+@contextmanager
+def threads_set_to(requested: Optional[int]) -> Iterator[int]:
+    """PyTorch's threads set as ``set_threads`` does within the block, and as they were after it (a
+    command run inside another program, e.g. the tests, leaves its threads alone)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(requested)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def describe_run(device_type: str, precision: Precision, threads: int) -> str:

@@ -112,7 +112,10 @@ def signals_ask_to_stop() -> Iterator[None]:
     reset()
     _save_stderr()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        try:
+            yield
+        finally:
+            reset()
         return
     previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -120,6 +123,7 @@ def signals_ask_to_stop() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        reset()  # the request ended this command: it must not stop what the program does next
 
 
 def _must_stop_now() -> bool:
