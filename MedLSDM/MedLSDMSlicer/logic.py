@@ -117,6 +117,22 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name).lower()
 
 
+def mapFileTargets(mapFile: PathLike) -> Dict[str, str]:
+    """Segment name (and ``*``) → model class from a mapping file (a path, or a table shipped in
+    Resources/Mappings such as ``freesurfer_tissue``), read by the engine's own parser: its torch-free
+    ``mapfile`` module, the one the worker uses."""
+    folder = str(engineFolder())
+    if folder not in sys.path:
+        sys.path.append(folder)
+    from MedLSDMLib.errors import InputError
+    from MedLSDMLib.mapfile import read_map_file
+
+    try:
+        return read_map_file(mapFile).names()
+    except InputError as exc:
+        raise GenerationError(str(exc)) from None
+
+
 def findClass(text: str, classes: Sequence[Tuple[int, str]]) -> Optional[int]:
     """The class value that a class name (or a value written as text) names, or None."""
     for value, name in classes:
@@ -262,7 +278,8 @@ class GenerationLogic:
 
     def workerCommand(self, labels: PathLike, output: PathLike, *, model: Optional[str] = None,
                       steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
-                      samples: int = 1, device: str = "auto", mapArgs: Sequence[str] = ()) -> List[str]:
+                      samples: int = 1, device: str = "auto", mapArgs: Sequence[str] = (),
+                      mapFile: Optional[PathLike] = None) -> List[str]:
         """The worker's command line (a list: never a shell string)."""
         if device.lower() not in DEVICES:
             raise GenerationError(f"unknown device {device!r}: use auto, GPU or CPU")
@@ -271,6 +288,8 @@ class GenerationLogic:
         for flag, value in (("--model", model), ("--steps", steps), ("--guidance", guidance), ("--seed", seed)):
             if value is not None:
                 args += [flag, str(value)]
+        if mapFile is not None:
+            args += ["--map-file", str(mapFile)]
         for pair in mapArgs:
             args += ["--map", pair]
         return args
@@ -278,11 +297,13 @@ class GenerationLogic:
     # -- export ------------------------------------------------------------------------------
 
     def labelValues(self, segmentationNode: Any, segmentIds: Sequence[str], model: Optional[str],
-                    mapping: Optional[Mapping[str, str]] = None) -> Tuple[Dict[str, int], List[str]]:
+                    mapping: Optional[Mapping[str, str]] = None,
+                    mapFile: Optional[PathLike] = None) -> Tuple[Dict[str, int], List[str]]:
         """Label value of each segment name in the exported map (1, 2, ... in segment order) and the
         worker's ``--map VALUE=CLASS`` arguments. A segment maps to the class of its name, or of
-        ``mapping[name]``. When the model's classes are known here, every unmatched segment is
-        named in one GenerationError; otherwise the worker matches the names."""
+        ``mapping[name]``, or of its row in ``mapFile`` (by name; a ``*`` row for the others).
+        When the model's classes are known here, every unmatched segment is named in one
+        GenerationError; otherwise the worker matches the names."""
         segmentation = segmentationNode.GetSegmentation()
         names: List[str] = []
         for segmentId in segmentIds:
@@ -297,7 +318,8 @@ class GenerationLogic:
                                   f"{segmentationNode.GetName()} does not have: its segments are {', '.join(names)}")
         classes = modelClasses(model)
         values = {name: index + 1 for index, name in enumerate(names)}
-        targets = {name: byKey.get(_key(name), name) for name in names}
+        byFile = {_key(k) if k != "*" else k: v for k, v in (mapFileTargets(mapFile) if mapFile else {}).items()}
+        targets = {name: byKey.get(_key(name), byFile.get(_key(name), byFile.get("*", name))) for name in names}
         if classes is None:
             return values, [f"{values[n]}={targets[n]}" for n in names]
         found = {name: findClass(targets[name], classes) for name in names}
@@ -356,6 +378,7 @@ class GenerationLogic:
     def generate(self, segmentationNode: Any, referenceVolumeNode: Any = None, *, model: Optional[str] = None,
                  steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
                  samples: int = 1, device: str = "auto", mapping: Optional[Mapping[str, str]] = None,
+                 mapFile: Optional[PathLike] = None,
                  segmentIds: Optional[Sequence[str]] = None, outputVolumeNode: Any = None,
                  waitForCompletion: bool = True, progressCallback: Optional[ProgressCallback] = None,
                  logCallback: Optional[LogCallback] = None,
@@ -379,7 +402,7 @@ class GenerationLogic:
                 raise GenerationError(f"the output volume is the reference volume {referenceVolumeNode.GetName()}: "
                                       "choose another output volume, or let MedLSDM create one")
             ids = self._segmentIds(segmentationNode, segmentIds)
-            values, mapArgs = self.labelValues(segmentationNode, ids, model, mapping)
+            values, mapArgs = self.labelValues(segmentationNode, ids, model, mapping, mapFile)
             task.temporaryFolder = self._makeTemporaryFolder()
             labels = Path(task.temporaryFolder) / "labels.nrrd"
             job.geometry = self.exportLabelmap(segmentationNode, referenceVolumeNode, ids, values, labels)
@@ -401,6 +424,7 @@ class GenerationLogic:
                       scene: Any = None, model: Optional[str] = None, steps: Optional[int] = None,
                       guidance: Optional[float] = None, seed: Optional[int] = None, samples: int = 1,
                       device: str = "auto", mapping: Optional[Mapping[str, str]] = None,
+                      mapFile: Optional[PathLike] = None,
                       logCallback: Optional[LogCallback] = None) -> List[BatchItem]:
         """Generate from each input in turn and go on past failures.
 
@@ -418,11 +442,13 @@ class GenerationLogic:
             try:
                 name = str(item) if isFile else item.GetName()
                 if isFile:
-                    outputs = self._generateFromFile(Path(item), outputFolder, scene, mapping, logCallback, options)
+                    outputs = self._generateFromFile(Path(item), outputFolder, scene, mapping, logCallback,
+                                                     dict(options, mapFile=mapFile))
                 elif outputFolder is not None:
-                    outputs = self._generateNodeToFolder(item, Path(outputFolder), mapping, logCallback, options)
+                    outputs = self._generateNodeToFolder(item, Path(outputFolder), mapping, logCallback, options,
+                                                         mapFile)
                 else:
-                    result = self.generate(item, mapping=mapping, logCallback=logCallback, **options)
+                    result = self.generate(item, mapping=mapping, mapFile=mapFile, logCallback=logCallback, **options)
                     outputs = result if isinstance(result, list) else [result]
                 results.append(BatchItem(name, True, outputs))
             except GenerationError as exc:
@@ -483,13 +509,14 @@ class GenerationLogic:
         return list(task.outputNodes) if load else list(task.outputPaths)
 
     def _generateNodeToFolder(self, segmentationNode: Any, outputFolder: Path, mapping: Optional[Mapping[str, str]],
-                              logCallback: Optional[LogCallback], options: Dict[str, Any]) -> List[str]:
+                              logCallback: Optional[LogCallback], options: Dict[str, Any],
+                              mapFile: Optional[PathLike] = None) -> List[str]:
         task = GenerationTask(segmentationNode.GetName())
         job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), load=False, logCallback=logCallback)
 
         def command() -> List[str]:
             ids = self._segmentIds(segmentationNode)
-            values, mapArgs = self.labelValues(segmentationNode, ids, options["model"], mapping)
+            values, mapArgs = self.labelValues(segmentationNode, ids, options["model"], mapping, mapFile)
             task.temporaryFolder = self._makeTemporaryFolder()
             labels = Path(task.temporaryFolder) / "labels.nrrd"
             self.exportLabelmap(segmentationNode, None, ids, values, labels)

@@ -1,5 +1,6 @@
 """Static checks of the module's files, for what cannot run outside Slicer's GUI: Python 3.9 syntax
-(Slicer 5.8), no engine import in Slicer's process, and a .ui that matches the code using it."""
+(Slicer 5.8), only the engine's torch-free modules in Slicer's process, and a .ui that matches the code
+using it."""
 from __future__ import annotations
 
 import ast
@@ -14,6 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "MedLSDM" / "MedLSDM.py"
 MODULE_FILES = [MODULE, *sorted((REPO / "MedLSDM" / "MedLSDMSlicer").glob("*.py"))]
 UI = REPO / "Resources" / "UI" / "MedLSDM.ui"
+# the engine's modules that Slicer's own process may import (the mapping-file parser and its errors)
+TORCH_FREE_ENGINE = ("MedLSDMLib.mapfile", "MedLSDMLib.errors")
 
 
 @pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.name)
@@ -21,16 +24,43 @@ def test_python_3_9_syntax(path: Path) -> None:
     ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=(3, 9))
 
 
-@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.name)
-def test_no_engine_or_torch_import_in_slicer(path: Path) -> None:
-    """The engine runs only in the worker process; Slicer's own process never imports it."""
+def imports(path: Path) -> List[str]:
+    """The absolute modules a file imports (anywhere in it), and its relative ones with their dots."""
     imported: List[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             imported += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.append(node.module)
-    assert not [name for name in imported if name.split(".")[0] in ("torch", "monai", "MedLSDMLib")]
+        elif isinstance(node, ast.ImportFrom):
+            imported.append("." * node.level + (node.module or ""))
+    return imported
+
+
+@pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.name)
+def test_no_engine_or_torch_import_in_slicer(path: Path) -> None:
+    """The engine runs in the worker process; Slicer's own process imports only its torch-free
+    modules (TORCH_FREE_ENGINE), never torch or MONAI."""
+    imported = [name for name in imports(path) if not name.startswith(".")]
+    assert not [name for name in imported if name.split(".")[0] in ("torch", "monai")]
+    assert not [name for name in imported if name.split(".")[0] == "MedLSDMLib" and name not in TORCH_FREE_ENGINE]
+
+
+@pytest.mark.parametrize("module", TORCH_FREE_ENGINE)
+def test_the_engine_modules_slicer_imports_are_torch_free(module: str) -> None:
+    """What the Slicer process may import from the engine imports nothing heavy, directly or through
+    its own engine imports."""
+    heavy = ("torch", "monai", "numpy", "SimpleITK", "scipy")
+    seen, todo = set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = REPO / Path(*name.split(".")).with_suffix(".py")
+        for imported in imports(path):
+            if imported.startswith("."):
+                todo.append("MedLSDMLib." + imported[1:] if imported != "." else "MedLSDMLib.__init__")
+            else:
+                assert imported.split(".")[0] not in heavy, (name, imported)
 
 
 def uiWidgets() -> Dict[str, ElementTree.Element]:

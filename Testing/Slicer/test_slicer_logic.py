@@ -222,3 +222,22 @@ def test_a_failure_while_handling_the_output_ends_the_task_and_the_worker(scene,
 def test_a_batch_input_that_is_neither_a_node_nor_a_file_is_reported(scene, bundle: Path, tmp_path: Path) -> None:
     summary = GenerationLogic().generateBatch([None], tmp_path, model=str(bundle), steps=2)
     assert [item.ok for item in summary] == [False] and "unexpected error" in summary[0].message
+
+
+def test_a_mapping_file_maps_freesurfer_segment_names(scene, bundle: Path) -> None:
+    """Segments named as FreeSurfer names its structures map through the shipped table, by the
+    engine's own parser; ``mapping`` still wins; a missing file is one GenerationError."""
+    reference = addReferenceVolume(scene)
+    logic = GenerationLogic()
+    segmentation = addSegmentation(scene, reference, ("Left-Lateral-Ventricle", "Left-Cerebral-Cortex",
+                                                      "Left-Cerebral-White-Matter"), name="aseg")
+    ids = logic._segmentIds(segmentation)
+    values, mapArgs = logic.labelValues(segmentation, ids, str(bundle), mapFile="freesurfer_tissue")
+    assert mapArgs == ["1=1", "2=2", "3=3"]  # CSF, grey matter, white matter
+    values, mapArgs = logic.labelValues(segmentation, ids, str(bundle), {"Left-Cerebral-Cortex": "csf"},
+                                        mapFile="freesurfer_tissue")
+    assert mapArgs == ["1=1", "2=1", "3=3"]
+    with pytest.raises(GenerationError, match="does not exist"):
+        logic.labelValues(segmentation, ids, str(bundle), mapFile="no_such_table")
+    command = logic.workerCommand("labels.nrrd", "out.nrrd", mapFile="freesurfer_tissue")
+    assert command[command.index("--map-file") + 1] == "freesurfer_tissue"
