@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from .variability import SampleWriter
 
 from . import __version__
-from .hardware import add_threads_option
+from .hardware import add_precision_option, add_threads_option
 from .interrupt import requested, run_stoppable, signals_ask_to_stop
 from .errors import Cancelled, InputError, MedLSDMError
 from .progress import Reporter, make_reporter
@@ -56,8 +57,7 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
                    help="also write the voxelwise standard deviation of the samples (needs --samples 2 or more)")
     p.add_argument("--mean", metavar="OUTPUT", help="also write the voxelwise mean of the samples")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    p.add_argument("--precision", default="auto", help="auto (chosen by the hardware: bf16 on GPUs and CPUs with AMX, "
-                                                          "else fp32), fp32, bf16 or fp16")
+    add_precision_option(p)
     add_threads_option(p)
     p.add_argument("--max-memory", metavar="GIB", help="memory to stay within in GiB (default: what is free)")
     p.add_argument("--progress", choices=("text", "json", "none"), default="text",
@@ -103,8 +103,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    p.add_argument("--precision", default="auto", help="auto (chosen by the hardware: bf16 on GPUs and CPUs with AMX, "
-                                                          "else fp32), fp32, bf16 or fp16")
+    add_precision_option(p)
     add_threads_option(p)
     p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
@@ -271,11 +270,9 @@ def run_models_verify(args: argparse.Namespace, reporter: Reporter, cancel: Call
 
 
 def _run_command(args: argparse.Namespace, reporter: Reporter) -> int:
-    if "threads" not in args:
-        return int(args.run(args, reporter, requested))
     from .hardware import threads_set_to
 
-    with threads_set_to(args.threads):
+    with threads_set_to(args.threads) if "threads" in args else contextlib.nullcontext():
         return int(args.run(args, reporter, requested))
 
 

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 
 from .errors import Cancelled, InputError
-from .hardware import add_threads_option
+from .hardware import add_precision_option, add_threads_option
 from .progress import Reporter
 
 
@@ -54,7 +54,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                    help="map a label value to a model class (repeatable), as for generate")
     p.add_argument("--map-file", metavar="FILE", help="mapping file for the label map, as for generate")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    p.add_argument("--precision", default="auto", help="auto (chosen by the hardware), fp32, bf16 or fp16")
+    add_precision_option(p)
     add_threads_option(p)
     p.add_argument("--progress", choices=("text", "json", "none"), default="text",
                    help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)")

@@ -161,6 +161,12 @@ def resolve_threads(requested: Optional[int], cpu: Optional[Callable[[], CpuInfo
     return (cpu or probe_cpu)().physical_cores
 
 
+def add_precision_option(parser: "argparse.ArgumentParser") -> None:
+    """The --precision option of every command that runs the networks."""
+    parser.add_argument("--precision", default="auto", help="auto (chosen by the hardware: bf16 on GPUs and CPUs "
+                                                            "with AMX, else fp32), fp32, bf16 or fp16")
+
+
 def add_threads_option(parser: "argparse.ArgumentParser") -> None:
     """The --threads option of every command that runs the networks."""
     parser.add_argument("--threads", type=int, metavar="N", help="PyTorch CPU threads (default: one per physical core)")

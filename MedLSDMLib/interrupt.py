@@ -15,7 +15,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Set, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, TypeVar
 
 from .errors import Cancelled
 
@@ -72,7 +72,7 @@ def staged_file(path: Path) -> Iterator[Path]:
     renamed into place. An error, or a stop asked for before the rename, removes it and leaves any
     existing ``path`` as it was (a stop raises ``Cancelled``); a hard stop removes it too."""
     path = Path(path)
-    staging = path.with_name(f".{path.stem}.partial-{os.getpid()}{''.join(path.suffixes) or ''}")
+    staging = path.with_name(f".{path.stem}.partial-{os.getpid()}{''.join(path.suffixes)}")
     with temporary(staging):
         try:
             yield staging
@@ -111,13 +111,9 @@ def signals_ask_to_stop() -> Iterator[None]:
     come back after it. Only the main thread can take signals: elsewhere it changes nothing."""
     reset()
     _save_stderr()
-    if threading.current_thread() is not threading.main_thread():
-        try:
-            yield
-        finally:
-            reset()
-        return
-    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous: Dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

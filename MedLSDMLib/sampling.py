@@ -192,11 +192,10 @@ class DPMSolverStepper(Stepper):
 
     def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
         x0, _ = self._x0(x, out, t)
-        lam = self._log_snr(t)
         if t_next < 0:  # to the clean sample: σ_next = 0, the first-order update gives x0
             return x0
         a, a_next = self._alpha_bar(t), self._alpha_bar(t_next)
-        lam_next = self._log_snr(t_next)
+        lam, lam_next = self._log_snr(t), self._log_snr(t_next)
         h = lam_next - lam
         data = x0
         if self.previous is not None:
