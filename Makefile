@@ -1,12 +1,15 @@
 # MedLSDM: `make demo` and `make test` create .venv (PyTorch first, then the package) and run the
 # demo (the bundled model on the bundled example map) or the test suites. The Slicer module's logic
 # is tested on real MRML from the slicer-core package, which pins its own vtk: it gets .venv-slicer,
-# and the worker it starts runs with .venv's Python.
+# and the worker it starts runs with .venv's Python. The module itself (MedLSDM.py: panel, parameter node,
+# dependencies, self-test, Review) is tested there too, with the project's Qt/CTK/Slicer stand-ins over PySide6.
 VENV ?= .venv
 VENV_SLICER ?= .venv-slicer
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 SLICER_CORE ?= slicer-core==5.13.31053.0
+# Qt for the module suite (Testing/SlicerModule): the .ui is loaded with QUiLoader, offscreen
+PYSIDE ?= PySide6-Essentials
 PY := $(VENV)/bin/python
 
 .PHONY: demo test install clean evaluate
@@ -22,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 $(VENV_SLICER)/.installed: Makefile
 	$(PYTHON) -m venv $(VENV_SLICER)
 	$(VENV_SLICER)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_SLICER)/bin/python -m pip install --quiet "$(SLICER_CORE)" pytest numpy
+	$(VENV_SLICER)/bin/python -m pip install --quiet "$(SLICER_CORE)" "$(PYSIDE)" pytest numpy
 	touch $@
 
 install: $(VENV)/.installed
@@ -33,6 +36,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed $(VENV_SLICER)/.installed
 	$(PY) -m pytest Testing -q
 	MEDLSDM_WORKER_PYTHON="$(abspath $(PY))" $(VENV_SLICER)/bin/python -m pytest Testing/Slicer -q --confcutdir=Testing/Slicer
+	MEDLSDM_WORKER_PYTHON="$(abspath $(PY))" $(VENV_SLICER)/bin/python -m pytest Testing/SlicerModule -q --confcutdir=Testing/SlicerModule
 
 # Generates and evaluates the bundled model on the held-out set (scripts/evaluate_model.py): the voxelmorph
 # subject and a deformed map of each training subject; prints model / baseline renderer / autoencoder round trip.

@@ -88,6 +88,7 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic: Optional[MedLSDMLogic] = None
         self._parameterNode: Optional[MedLSDMParameterNode] = None
         self._parameterNodeGuiTag = None
+        self._leakedGuiObserver = None
         self._observedSegmentation = None
         self._task: Optional[GenerationTask] = None
         self._lastResult = None
@@ -119,10 +120,8 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        """The panel is hidden: it lets go of the parameter node (enter takes it again)."""
+        self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
         if self._task is not None:
@@ -147,13 +146,44 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setParameterNode(self, parameterNode: Optional[MedLSDMParameterNode]) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._disconnectGui()
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self._parameterNode = parameterNode
         if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self._connectGui()
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
         self.updateGUIFromParameterNode()
+
+    def _connectGui(self) -> None:
+        """Bind the widgets that name a parameter (SlicerParameterName) to the parameter node.
+
+        Through ``connectParametersToGui``, which returns its tag on every Slicer version: Slicer 5.8's
+        ``connectGui`` returns None, so ``disconnectGui`` could not disconnect and a set of connectors
+        was added on every enter and scene close. Before 5.12, ``disconnectGui`` also leaves the
+        wrapper's own ModifiedEvent observer on the node: it is the node's latest observer right after
+        the connection, so its tag is remembered here and ``_disconnectGui`` removes it."""
+        p = self._parameterNode
+        widgets = {}
+        for widget in vars(self.ui).values():
+            name = widget.property("SlicerParameterName") if hasattr(widget, "property") else None
+            if name:
+                widgets[str(name)] = widget
+        self._parameterNodeGuiTag = p.connectParametersToGui(widgets)
+        self._leakedGuiObserver = None
+        if not hasattr(p, "_guiVtkObserverTags"):  # Slicer before 5.12
+            node = p.parameterNode
+            probe = node.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: None)
+            node.RemoveObserver(probe)
+            self._leakedGuiObserver = (node, probe - 1)
+
+    def _disconnectGui(self) -> None:
+        if self._parameterNodeGuiTag is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+        self._parameterNodeGuiTag = None
+        if self._leakedGuiObserver is not None:
+            node, tag = self._leakedGuiObserver
+            node.RemoveObserver(tag)
+            self._leakedGuiObserver = None
 
     def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
         """Everything the connected widgets do not do by themselves: the model choice, the seed box,
@@ -257,9 +287,7 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("MedLSDM could not start.", waitCursor=True):
-            if not self.logic.ensureDependencies():
-                self._log("Generation not started: the required Python packages are not installed.")
-                return
+            # The logic checks the inputs, then makes sure the packages are installed (asking first).
             self.ui.logTextEdit.clear()
             self._task = self.logic.generate(
                 p.segmentation, p.referenceVolume, model=p.model or None, steps=p.steps or None,
@@ -358,11 +386,18 @@ class MedLSDMLogic(GenerationLogic, ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return MedLSDMParameterNode(super().getParameterNode())
 
-    def generate(self, segmentationNode, referenceVolumeNode=None, **kwargs):
-        """GenerationLogic.generate, after making sure the worker's Python has what it needs."""
-        if not self.ensureDependencies():
-            raise GenerationError("the required Python packages are not installed: MedLSDM cannot run")
-        return super().generate(segmentationNode, referenceVolumeNode, **kwargs)
+    def _beforeWorker(self) -> None:
+        """Called once the inputs are checked, before the worker starts: the packages it needs."""
+        try:
+            ready = self.ensureDependencies()
+        except GenerationError:
+            raise
+        except Exception as exc:  # pip or the PyTorch extension failed
+            raise GenerationError(f"installing MedLSDM's Python packages failed ({exc}): see the Python console, "
+                                  "check the network connection, and click Generate again") from None
+        if not ready:
+            raise GenerationError("not started: MedLSDM's Python packages are not installed (installation was "
+                                  "declined)")
 
     def generateBatch(self, inputs, outputFolder=None, **kwargs):
         """GenerationLogic.generateBatch, after making sure the worker's Python has what it needs."""
@@ -375,9 +410,19 @@ class MedLSDMLogic(GenerationLogic, ScriptedLoadableModuleLogic):
     def ensureDependencies(self) -> bool:
         """Install PyTorch (through the PyTorch extension) and the engine's other requirements into
         Slicer's Python, asking first. False when the user declined. Nothing to do when the worker
-        runs with another Python (MEDLSDM_WORKER_PYTHON)."""
+        runs with another Python (MEDLSDM_WORKER_PYTHON). In testing mode nothing is installed (the
+        PyTorch extension would not ask): a GenerationError says what is missing."""
         if MedLSDMLogic._dependenciesReady or self.pythonExecutable:
             return True
+        missing = ([] if self._installedVersion("torch") is not None else ["torch"]) + self._missingRequirements()
+        if not missing:
+            MedLSDMLogic._dependenciesReady = True
+            return True
+        testing = getattr(slicer.app, "testingEnabled", None)
+        if testing is not None and testing():
+            raise GenerationError(f"MedLSDM needs Python packages that are not installed ({', '.join(missing)}), and "
+                                  "Slicer runs in testing mode, where MedLSDM installs nothing: click Generate once "
+                                  "in a normal Slicer session to install them")
         if not self._ensureTorch():
             return False
         if not self._ensureRequirements():
@@ -430,7 +475,7 @@ class MedLSDMLogic(GenerationLogic, ScriptedLoadableModuleLogic):
         requirements = REQUIREMENTS + [f"torch=={self._installedVersion('torch')}"]
         if packaging is not None and hasattr(packaging, "pip_ensure"):
             try:
-                packaging.pip_ensure(requirements, requester="MedLSDM", skip_in_testing=False)
+                packaging.pip_ensure(requirements, requester="MedLSDM")
             except RuntimeError:  # the user declined
                 return False
             return True

@@ -125,7 +125,7 @@ def mapFileTargets(mapFile: PathLike) -> Dict[str, str]:
     if folder not in sys.path:
         sys.path.append(folder)
     from MedLSDMLib.errors import InputError
-    from MedLSDMLib.mapfile import read_map_file
+    from MedLSDMLib.io.mapfile import read_map_file
 
     try:
         return read_map_file(mapFile).names()
@@ -254,6 +254,10 @@ class GenerationLogic:
         self.temporaryRoot: Optional[str] = None
 
     # -- the worker -------------------------------------------------------------------------
+
+    def _beforeWorker(self) -> None:
+        """Called once the inputs are checked and before the worker starts; raise GenerationError to
+        stop. Slicer's module makes sure the worker's packages are installed here."""
 
     def workerPython(self) -> str:
         if self.pythonExecutable:
@@ -406,6 +410,7 @@ class GenerationLogic:
             task.temporaryFolder = self._makeTemporaryFolder()
             labels = Path(task.temporaryFolder) / "labels.nrrd"
             job.geometry = self.exportLabelmap(segmentationNode, referenceVolumeNode, ids, values, labels)
+            self._beforeWorker()
             args = self.workerCommand(labels, Path(task.temporaryFolder) / "synthetic.nrrd", model=model, steps=steps,
                                       guidance=guidance, seed=seed, samples=samples, device=device, mapArgs=mapArgs)
         except GenerationError as exc:
@@ -530,6 +535,7 @@ class GenerationLogic:
         """Prepare the worker's command line, run it to the end, and raise GenerationError unless done."""
         try:
             args = command()
+            self._beforeWorker()
         except GenerationError as exc:
             self._finish(job, "error", str(exc))
             raise
