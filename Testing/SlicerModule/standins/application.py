@@ -46,6 +46,7 @@ class LayoutManager:
                                                  f'<layout type="horizontal">{views}</layout>')
         self.layoutNode.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
         self.sliceLogics: Dict[str, Any] = {}
+        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)  # Axial..., as Slicer's app logic adds
         for name in SLICE_VIEWS:
             logic = slicer.vtkMRMLSliceLogic()
             logic.SetMRMLScene(scene)
