@@ -31,6 +31,9 @@ POLL_INTERVAL_MS = 100
 WORKER_EXIT_MESSAGES = {2: "the input cannot be used", 3: "the model is missing or damaged",
                         4: "out of memory: crop the segmentation or choose the CPU"}
 LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+EDIT_SNAPSHOT_REFERENCE = "MedLSDMEditOriginal"  # segmentation -> its copy taken by startEditing
+VARIABILITY_REFERENCE = "MedLSDMVariability"  # edited volume -> its standard-deviation map
+DEFAULT_MARGIN = 4.0  # mm over which a regenerated region fades into the real image (the engine's default)
 
 
 class GenerationError(Exception):
@@ -199,6 +202,7 @@ class GenerationTask:
     outputPaths: List[str] = field(default_factory=list)
     temporaryFolder: Optional[str] = None
     process: Optional[WorkerProcess] = None
+    variabilityNode: Any = None
 
     def cancel(self) -> None:
         """Stop the worker and its whole process tree; the task ends in the cancelled state."""
@@ -223,6 +227,8 @@ class _Job:
     finishedCallback: Optional[Callable[[GenerationTask], None]] = None
     errorEvent: Optional[Event] = None
     doneEvent: Optional[Event] = None
+    resultName: str = "synthetic"  # the loaded volumes are "<labelName> <resultName> seed N"
+    variabilityPath: Optional[str] = None  # a standard-deviation map to load beside the results
 
 
 @dataclass
@@ -335,9 +341,10 @@ class GenerationLogic:
         return values, [f"{values[n]}={found[n]}" for n in names]
 
     def exportLabelmap(self, segmentationNode: Any, referenceVolumeNode: Any, segmentIds: Sequence[str],
-                       values: Mapping[str, int], path: PathLike) -> Geometry:
+                       values: Mapping[str, int], path: PathLike, voxels: Optional[List[Any]] = None) -> Geometry:
         """Write the segments as a label map (value per segment name, later segments on top) on the
-        reference volume's grid, or on the segmentation's own grid; returns that grid."""
+        reference volume's grid, or on the segmentation's own grid; returns that grid. ``voxels``: a
+        list that receives a copy of the label map's voxels (a k, j, i numpy array)."""
         scene = segmentationNode.GetScene()
         # In the scene, with its names marked as set: Slicer 5.8's export looks the table up by its ID
         # and, without the mark, renames every colour before matching segment names.
@@ -364,6 +371,8 @@ class GenerationLogic:
                 raise GenerationError(f"segmentation {segmentationNode.GetName()} is empty on {where}: paint at "
                                       "least one segment (Segment Editor), or choose the volume it was painted on")
             geometry = Geometry.of(labelmap)
+            if voxels is not None:
+                voxels.append(slicer.util.arrayFromVolume(labelmap).copy())
             storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
             storage.SetFileName(str(path))
             storage.UseCompressionOff()
@@ -413,6 +422,174 @@ class GenerationLogic:
             self._beforeWorker()
             args = self.workerCommand(labels, Path(task.temporaryFolder) / "synthetic.nrrd", model=model, steps=steps,
                                       guidance=guidance, seed=seed, samples=samples, device=device, mapArgs=mapArgs)
+        except GenerationError as exc:
+            self._finish(job, "error", str(exc))
+            if waitForCompletion:
+                raise
+            return task
+        self._start(job, args, waitForCompletion)
+        if not waitForCompletion:
+            return task
+        if task.state != "done":
+            raise GenerationError(task.message)
+        return task.outputNodes[0] if samples == 1 else list(task.outputNodes)
+
+    # -- editing a real scan -------------------------------------------------------------------
+
+    def startEditing(self, segmentationNode: Any) -> Any:
+        """Snapshot ``segmentationNode`` before the user edits it: a hidden copy in the same scene (saved
+        with it), referenced from the segmentation; a previous snapshot is replaced. Returns the copy."""
+        if segmentationNode is None:
+            raise GenerationError("choose the segmentation of the real volume before starting to edit")
+        segmentation = segmentationNode.GetSegmentation()
+        if segmentation.GetNumberOfSegments() == 0:
+            raise GenerationError(f"segmentation {segmentationNode.GetName()} has no segments: editing needs the "
+                                  "segmentation of the real volume (load it, or paint it in Segment Editor)")
+        scene = segmentationNode.GetScene()
+        previous = self.editSnapshot(segmentationNode)
+        snapshot = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                           scene.GenerateUniqueName(f"{segmentationNode.GetName()} before editing"))
+        snapshot.GetSegmentation().DeepCopy(segmentation)
+        snapshot.SetHideFromEditors(True)
+        segmentationNode.SetNodeReferenceID(EDIT_SNAPSHOT_REFERENCE, snapshot.GetID())
+        if previous is not None:
+            scene.RemoveNode(previous)
+        return snapshot
+
+    @staticmethod
+    def editSnapshot(segmentationNode: Any) -> Any:
+        """The snapshot ``startEditing`` took of ``segmentationNode`` (None when there is none)."""
+        if segmentationNode is None:
+            return None
+        return segmentationNode.GetNodeReference(EDIT_SNAPSHOT_REFERENCE)
+
+    def _editLabelValues(self, edited: Any, editedIds: Sequence[str], original: Any, originalIds: Sequence[str],
+                         model: Optional[str], mapping: Optional[Mapping[str, str]],
+                         mapFile: Optional[PathLike]) -> Tuple[Dict[str, int], List[str]]:
+        """One label value per segment name over both segmentations (a segment removed by the edit
+        keeps its value), and the worker's ``--map VALUE=CLASS`` arguments."""
+        values, mapArgs = self.labelValues(edited, editedIds, model, mapping, mapFile)
+        known = {_key(name) for name in values}
+        originalNames = {original.GetSegmentation().GetSegment(i).GetName() for i in originalIds}
+        if any(_key(name) not in known for name in originalNames):
+            restricted = {k: v for k, v in (mapping or {}).items()
+                          if _key(k) in {_key(n) for n in originalNames}}
+            originalValues, originalArgs = self.labelValues(original, originalIds, model, restricted, mapFile)
+            classes = {name: arg.split("=", 1)[1] for name, arg in zip(originalValues, originalArgs)}
+            for name in originalValues:
+                if _key(name) not in known:
+                    values[name] = max(values.values()) + 1
+                    mapArgs.append(f"{values[name]}={classes[name]}")
+                    known.add(_key(name))
+        return values, mapArgs
+
+    def changedRegion(self, volumeNode: Any, segmentationNode: Any, originalSegmentation: Any = None) -> Any:
+        """The voxels of ``volumeNode``'s grid (a k, j, i boolean numpy array) where the segmentation's
+        label differs from the original's (default: its ``startEditing`` snapshot)."""
+        original = originalSegmentation if originalSegmentation is not None else self._snapshotOf(segmentationNode)
+        folder = self._makeTemporaryFolder()
+        try:
+            edited, before = self._exportPair(volumeNode, segmentationNode, original, None, None, None, Path(folder))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return edited != before
+
+    def _snapshotOf(self, segmentationNode: Any) -> Any:
+        snapshot = self.editSnapshot(segmentationNode)
+        if snapshot is None:
+            raise GenerationError(f"no snapshot of {segmentationNode.GetName()}: click Start editing before "
+                                  "changing the segmentation (or pass originalSegmentation)")
+        return snapshot
+
+    def _exportPair(self, volumeNode: Any, segmentationNode: Any, original: Any, model: Optional[str],
+                    mapping: Optional[Mapping[str, str]], mapFile: Optional[PathLike], folder: Path,
+                    mapArgs: Optional[List[str]] = None) -> Tuple[Any, Any]:
+        """Export the edited and the original segmentation on the volume's grid with the same label
+        values, as folder/labels.nrrd and folder/original.nrrd; returns both voxel arrays."""
+        editedIds, originalIds = self._segmentIds(segmentationNode), self._segmentIds(original)
+        values, args = self._editLabelValues(segmentationNode, editedIds, original, originalIds, model, mapping,
+                                             mapFile)
+        if mapArgs is not None:
+            mapArgs.extend(args)
+        voxels: List[Any] = []
+        self.exportLabelmap(segmentationNode, volumeNode, editedIds, values, folder / "labels.nrrd", voxels)
+        self.exportLabelmap(original, volumeNode, originalIds, values, folder / "original.nrrd", voxels)
+        return voxels[0], voxels[1]
+
+    def editWorkerCommand(self, real: PathLike, labels: PathLike, original: PathLike, output: PathLike, *,
+                          margin: float = DEFAULT_MARGIN, variability: Optional[PathLike] = None,
+                          **options: Any) -> List[str]:
+        """The command line of ``medlsdm edit`` speaking the worker protocol (JSON lines on stdout)."""
+        generate = self.workerCommand(labels, output, **options)
+        python, rest = generate[0], generate[6:]  # after: python -m MedLSDMLib.worker LABELS -o OUTPUT
+        args = [python, "-m", "MedLSDMLib", "edit", str(real), str(labels), "-o", str(output),
+                "--original-labels", str(original), "--margin", repr(float(margin)), *rest]
+        if variability is not None:
+            args += ["--variability", str(variability)]
+        return args + ["--progress", "json"]
+
+    def edit(self, volumeNode: Any, segmentationNode: Any, originalSegmentation: Any = None, *,
+             margin: float = DEFAULT_MARGIN, model: Optional[str] = None, steps: Optional[int] = None,
+             guidance: Optional[float] = None, seed: Optional[int] = None, samples: int = 1,
+             variability: bool = False, device: str = "auto", mapping: Optional[Mapping[str, str]] = None,
+             mapFile: Optional[PathLike] = None, waitForCompletion: bool = True,
+             progressCallback: Optional[ProgressCallback] = None, logCallback: Optional[LogCallback] = None,
+             finishedCallback: Optional[Callable[[GenerationTask], None]] = None) -> Any:
+        """Regenerate the region of the real ``volumeNode`` where ``segmentationNode`` differs from
+        ``originalSegmentation`` (default: the snapshot ``startEditing`` took), grown by ``margin`` mm,
+        from the edited segmentation; everything else stays the real volume's voxels.
+
+        The result is a new volume "<volume> edited seed N" on the volume's grid (the real volume is
+        never changed). With ``samples`` >= 2 and ``variability``, the voxelwise standard deviation of
+        the samples is loaded too, as a colour map with a colour bar, referenced from each result
+        (``result.GetNodeReference("MedLSDMVariability")``). Blocking (default): returns the volume
+        (a list when samples > 1) or raises GenerationError; with ``waitForCompletion=False`` it
+        returns the GenerationTask at once, as ``generate`` does."""
+        if volumeNode is None or segmentationNode is None:
+            raise ValueError("volumeNode and segmentationNode are required")
+        task = GenerationTask(f"{volumeNode.GetName()} edit")
+        job = _Job(task, volumeNode.GetName(), volumeNode.GetScene(), referenceNode=volumeNode,
+                   transformNodeId=volumeNode.GetTransformNodeID(), progressCallback=progressCallback,
+                   logCallback=logCallback, finishedCallback=finishedCallback, resultName="edited")
+        try:
+            if volumeNode.IsA("vtkMRMLLabelMapVolumeNode") or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or \
+                    volumeNode.GetImageData() is None:
+                raise GenerationError(f"{volumeNode.GetName()} is not a real image volume: choose the scan to edit")
+            if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
+                raise GenerationError(f"margin {margin}: it must be a positive number of mm (default "
+                                      f"{DEFAULT_MARGIN:g})")
+            if variability and samples < 2:
+                raise GenerationError(f"a variability map needs 2 samples or more (samples is {samples})")
+            original = originalSegmentation if originalSegmentation is not None else self._snapshotOf(segmentationNode)
+            if sameNode(original, segmentationNode):
+                raise GenerationError("the original segmentation is the edited one: click Start editing before "
+                                      "changing it, then Regenerate")
+            task.temporaryFolder = self._makeTemporaryFolder()
+            folder = Path(task.temporaryFolder)
+            mapArgs: List[str] = []
+            edited, before = self._exportPair(volumeNode, segmentationNode, original, model, mapping, mapFile, folder,
+                                              mapArgs)
+            changed = int((edited != before).sum())
+            if changed == 0:
+                raise GenerationError(f"{segmentationNode.GetName()} has not changed since Start editing (on the grid "
+                                      f"of {volumeNode.GetName()}): edit it in Segment Editor, then Regenerate")
+            if logCallback is not None:
+                logCallback(f"{changed} voxels changed since Start editing; regenerating them and {margin:g} mm "
+                            "around them")
+            job.geometry = Geometry.of(volumeNode)
+            real = folder / "real.nrrd"
+            storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+            storage.SetFileName(str(real))
+            storage.UseCompressionOff()
+            if not storage.WriteData(volumeNode):
+                raise GenerationError(f"{volumeNode.GetName()} could not be written to {real}: check the disk")
+            if variability:
+                job.variabilityPath = str(folder / "variability.nrrd")
+            self._beforeWorker()
+            args = self.editWorkerCommand(real, folder / "labels.nrrd", folder / "original.nrrd", folder / "edited.nrrd",
+                                          margin=margin, variability=job.variabilityPath, model=model, steps=steps,
+                                          guidance=guidance, seed=seed, samples=samples, device=device,
+                                          mapArgs=mapArgs)
         except GenerationError as exc:
             self._finish(job, "error", str(exc))
             if waitForCompletion:
@@ -635,10 +812,18 @@ class GenerationLogic:
             seed = seeds[index] if index < len(seeds) else None
             target = job.outputVolumeNode if index == 0 and job.outputVolumeNode is not None else None
             job.task.outputNodes.append(self._load(job, path, seed, target))
+        if job.variabilityPath is not None:
+            variability = self._load(job, job.variabilityPath, None, None, f"{job.labelName} {job.resultName} "
+                                                                            "variability")
+            self._showAsColourMap(variability, "Standard deviation")
+            job.task.variabilityNode = variability
+            for node in job.task.outputNodes:
+                node.SetNodeReferenceID(VARIABILITY_REFERENCE, variability.GetID())
 
-    def _load(self, job: _Job, path: str, seed: Optional[int], target: Any) -> Any:
+    def _load(self, job: _Job, path: str, seed: Optional[int], target: Any, name: Optional[str] = None) -> Any:
         scene = job.scene
-        name = f"{job.labelName} synthetic" + (f" seed {seed}" if seed is not None else "")
+        if name is None:
+            name = f"{job.labelName} {job.resultName}" + (f" seed {seed}" if seed is not None else "")
         node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", scene.GenerateUniqueName(name))
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storage.SetFileName(path)
@@ -661,6 +846,29 @@ class GenerationLogic:
         if node.GetDisplayNode() is None:
             node.CreateDefaultDisplayNodes()
         return node
+
+    @staticmethod
+    def _showAsColourMap(node: Any, title: str) -> None:
+        """A colour map (Slicer's Iron table) over the volume's full range, with a colour bar."""
+        scene = node.GetScene()
+        colours = scene.GetNodeByID("vtkMRMLColorTableNodeIron")
+        if colours is None:
+            colours = scene.GetFirstNodeByName("MedLSDM variability colours")
+        if colours is None:
+            colours = scene.AddNewNodeByClass("vtkMRMLColorTableNode", "MedLSDM variability colours")
+            colours.SetTypeToIron()
+        display = node.GetDisplayNode()
+        display.SetAndObserveColorNodeID(colours.GetID())
+        low, high = node.GetImageData().GetScalarRange()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevelMinMax(low, high if high > low else low + 1.0)
+        legend = slicer.vtkMRMLColorLegendDisplayNode()  # (in the scene's node factory only with the Colors module)
+        legend.SetName(scene.GenerateUniqueName(f"{node.GetName()} colour bar"))
+        legend = scene.AddNode(legend)
+        legend.SetAndObservePrimaryDisplayNode(display)
+        legend.SetTitleText(title)
+        legend.SetVisibility(True)
+        node.AddAndObserveDisplayNodeID(legend.GetID())
 
     def _finish(self, job: _Job, state: str, message: str) -> None:
         """Set the final state, tidy the temporary folder (kept when the worker failed, and in debug
