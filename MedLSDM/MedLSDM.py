@@ -20,16 +20,17 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
-from MedLSDMSlicer.logic import (GenerationError, GenerationLogic, GenerationTask, Geometry, knownModels, modelClasses,
-                                 modelFolder, resourcesFolder, sameNode)
+from MedLSDMSlicer.logic import (DEFAULT_MARGIN, GenerationError, GenerationLogic, GenerationTask, Geometry, knownModels,
+                                 modelClasses, modelFolder, resourcesFolder, sameNode)
 
 # The engine's requirements other than PyTorch (numpy and SimpleITK come with Slicer: never reinstalled).
 REQUIREMENTS = ["monai>=1.5", "einops>=0.6", "scipy>=1.7", "safetensors>=0.4", "slicerio>=1.0", "tqdm>=4.60",
                 "PyYAML>=6.0"]
 TORCH_REQUIREMENT = ">=2.1"
 DEVICE_CHOICES = ["auto", "GPU", "CPU"]
-STAGE_NAMES = {"download": "Downloading model", "prepare": "Preparing", "sample": "Sampling", "decode": "Decoding",
-               "write": "Writing"}
+STAGE_NAMES = {"download": "Downloading model", "prepare": "Preparing", "encode": "Encoding", "sample": "Sampling",
+               "decode": "Decoding", "write": "Writing"}
+ACTION_TEXTS = {"generate": "Generate", "edit": "Regenerate edited region"}
 
 
 class MedLSDM(ScriptedLoadableModule):
@@ -77,6 +78,8 @@ class MedLSDMParameterNode:
     randomSeed: bool = False
     samples: Annotated[int, WithinRange(1, 16)] = 1
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
+    margin: Annotated[float, WithinRange(0.5, 50.0)] = DEFAULT_MARGIN
+    variability: bool = False
 
 
 class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -91,6 +94,7 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._leakedGuiObserver = None
         self._observedSegmentation = None
         self._task: Optional[GenerationTask] = None
+        self._taskKind = "generate"  # or "edit": which button started the task
         self._lastResult = None
         self._review: Optional[dict] = None
 
@@ -109,6 +113,8 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.browseModelButton.connect("clicked()", self.onBrowseModel)
         self.ui.generateButton.connect("clicked()", self.onGenerateButton)
         self.ui.reviewButton.connect("toggled(bool)", self.onReviewToggled)
+        self.ui.startEditingButton.connect("clicked()", self.onStartEditing)
+        self.ui.regenerateButton.connect("clicked()", self.onRegenerateButton)
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
@@ -191,15 +197,26 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         self._observeSegmentation(p.segmentation if p else None)
         if p is None:
-            self.ui.generateButton.enabled = False
+            for button in (self.ui.generateButton, self.ui.startEditingButton, self.ui.regenerateButton):
+                button.enabled = False
             return
         self._selectModel(p.model)
         self.ui.seedSpinBox.enabled = not p.randomSeed
+        self.ui.variabilityCheckBox.enabled = p.samples >= 2
         if self._task is not None and self._task.state == "running":
             return
         missing = self._missingInput()
         self.ui.generateButton.enabled = not missing
         self.ui.generateButton.toolTip = missing or "Generate a synthetic image from the segmentation"
+        missing = self._missingEditInput(snapshot=False)
+        self.ui.startEditingButton.enabled = not missing
+        self.ui.startEditingButton.toolTip = missing or (
+            "Remember the segmentation as it is now; then change it in Segment Editor")
+        missing = self._missingEditInput(snapshot=True)
+        self.ui.regenerateButton.enabled = not missing
+        self.ui.regenerateButton.toolTip = missing or (
+            f"Regenerate where {p.segmentation.GetName()} differs from its snapshot, as a new volume beside "
+            f"{p.referenceVolume.GetName()}")
         self._updateReviewButton()
 
     def _missingInput(self) -> str:
@@ -213,6 +230,25 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return "No model is registered: choose a model bundle folder with the ... button"
         if sameNode(p.outputVolume, p.referenceVolume):
             return "The output volume is the reference volume: choose another output volume, or none to create one"
+        return ""
+
+    def _missingEditInput(self, snapshot: bool) -> str:
+        """What the user must still do before Start editing (or, with ``snapshot``, Regenerate) can run."""
+        p = self._parameterNode
+        if not p.referenceVolume:
+            return "Choose the real scan as Reference volume"
+        if not p.segmentation:
+            return "Select the segmentation of the real scan"
+        if p.segmentation.GetSegmentation().GetNumberOfSegments() == 0:
+            return f"Segmentation {p.segmentation.GetName()} has no segments: load or paint the real scan's labels"
+        if self.ui.modelComboBox.count == 0:
+            return "No model is registered: choose a model bundle folder with the ... button"
+        if not snapshot:
+            return ""
+        if self.logic.editSnapshot(p.segmentation) is None:
+            return "Click Start editing first, then change the segmentation in Segment Editor"
+        if p.variability and p.samples < 2:
+            return "A variability map needs Samples 2 or more: raise Samples, or untick Variability map"
         return ""
 
     def _observeSegmentation(self, node) -> None:
@@ -278,32 +314,73 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- generation ----------------------------------------------------------------------------
 
+    def _cancelRunning(self) -> bool:
+        """Cancel the run in progress, if there is one (True then)."""
+        if self._task is None or self._task.state != "running":
+            return False
+        self._task.cancel()
+        button = self._actionButton(self._taskKind)
+        button.enabled = False
+        button.text = "Cancelling..."
+        return True
+
+    def _actionButton(self, kind: str):
+        return self.ui.generateButton if kind == "generate" else self.ui.regenerateButton
+
+    def _options(self) -> dict:
+        p = self._parameterNode
+        return dict(model=p.model or None, steps=p.steps or None, guidance=None if p.guidance < 0 else p.guidance,
+                    seed=None if p.randomSeed else p.seed, samples=p.samples, device=p.device,
+                    waitForCompletion=False, progressCallback=self.onProgress, logCallback=self._log,
+                    finishedCallback=self.onFinished)
+
     def onGenerateButton(self) -> None:
         """Generate, or cancel the run in progress."""
-        if self._task is not None and self._task.state == "running":
-            self._task.cancel()
-            self.ui.generateButton.enabled = False
-            self.ui.generateButton.text = "Cancelling..."
+        if self._cancelRunning():
             return
         p = self._parameterNode
+        self._run("generate", lambda: self.logic.generate(p.segmentation, p.referenceVolume,
+                                                          outputVolumeNode=p.outputVolume, **self._options()))
+
+    def onStartEditing(self) -> None:
+        """Snapshot the segmentation; the user then edits it in Segment Editor."""
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("MedLSDM could not start editing.", waitCursor=True):
+            snapshot = self.logic.startEditing(p.segmentation)
+            self._log(f"Snapshot of {p.segmentation.GetName()} taken ({snapshot.GetName()}): change the segmentation "
+                      "in Segment Editor, then click Regenerate edited region.")
+        self.updateGUIFromParameterNode()
+
+    def onRegenerateButton(self) -> None:
+        """Regenerate the edited region of the real scan, or cancel the run in progress."""
+        if self._cancelRunning():
+            return
+        p = self._parameterNode
+        self._run("edit", lambda: self.logic.edit(p.referenceVolume, p.segmentation, margin=p.margin,
+                                                  variability=p.variability and p.samples >= 2, **self._options()))
+
+    def _run(self, kind: str, start) -> None:
+        """Start a background run: the logic checks the inputs, then makes sure the packages are
+        installed (asking first), then starts the worker; a bad input ends it at once (onFinished)."""
         with slicer.util.tryWithErrorDisplay("MedLSDM could not start.", waitCursor=True):
-            # The logic checks the inputs, then makes sure the packages are installed (asking first).
             self.ui.logTextEdit.clear()
-            self._task = self.logic.generate(
-                p.segmentation, p.referenceVolume, model=p.model or None, steps=p.steps or None,
-                guidance=None if p.guidance < 0 else p.guidance, seed=None if p.randomSeed else p.seed,
-                samples=p.samples, device=p.device, outputVolumeNode=p.outputVolume, waitForCompletion=False,
-                progressCallback=self.onProgress, logCallback=self._log, finishedCallback=self.onFinished)
-            if self._task.state == "running":  # a bad input has already ended it, through onFinished
+            self._taskKind = kind
+            self._task = start()
+            if self._task.state == "running":
                 self.ui.progressBar.setRange(0, 0)  # busy until the first progress event
                 self._setRunning(True)
 
     def _setRunning(self, running: bool) -> None:
-        self.ui.generateButton.text = "Cancel" if running else "Generate"
-        self.ui.generateButton.toolTip = "Stop the generation" if running else ""
-        self.ui.generateButton.enabled = True
+        active = self._actionButton(self._taskKind)
+        other = self._actionButton("edit" if self._taskKind == "generate" else "generate")
+        active.text = "Cancel" if running else ACTION_TEXTS[self._taskKind]
+        active.toolTip = "Stop the run" if running else ""
+        active.enabled = True
+        if running:
+            other.enabled = False
         for widget in (self.ui.inputsCollapsibleButton, self.ui.samplingCollapsibleButton,
-                       self.ui.outputsCollapsibleButton):
+                       self.ui.outputsCollapsibleButton, self.ui.marginSpinBox, self.ui.variabilityCheckBox,
+                       self.ui.startEditingButton):
             widget.enabled = not running
 
     def onProgress(self, stage: str, step: int, total: int) -> None:
@@ -318,16 +395,24 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         bar.setRange(0, 1)
         bar.setValue(1 if task.state == "done" else 0)
         bar.setFormat({"done": "Done", "cancelled": "Cancelled"}.get(task.state, "Failed"))
+        editing = self._taskKind == "edit"
         if task.state == "done":
             self._lastResult = task.outputNodes[0]
             names = ", ".join(node.GetName() for node in task.outputNodes)
-            self._log(f"Generated {names}")
-            slicer.util.setSliceViewerLayers(background=self._lastResult, fit=True)
+            self._log(f"{'Edited' if editing else 'Generated'} {names}")
+            if task.variabilityNode is not None:
+                self._log(f"Variability (standard deviation of the samples): {task.variabilityNode.GetName()}, "
+                          "shown over the result")
+                slicer.util.setSliceViewerLayers(background=self._lastResult, foreground=task.variabilityNode,
+                                                 foregroundOpacity=0.5, fit=True)
+            else:
+                slicer.util.setSliceViewerLayers(background=self._lastResult, fit=True)
         elif task.state == "cancelled":
             self._log("Cancelled: nothing was generated.")
         else:
             self._log(f"Error: {task.message}")
-            slicer.util.errorDisplay(f"MedLSDM could not generate an image:\n\n{task.message}")
+            what = "edit the scan" if editing else "generate an image"
+            slicer.util.errorDisplay(f"MedLSDM could not {what}:\n\n{task.message}")
         self.updateGUIFromParameterNode()
 
     def _log(self, message: str) -> None:

@@ -78,7 +78,7 @@ def test_generate_is_enabled_only_with_valid_inputs_and_says_what_is_missing(wid
 def test_connectors_do_not_pile_up_over_enters_and_scene_closes(slicerVersion: str, widget: Any, scene: Any) -> None:
     """Slicer 5.8's connectGui returns no tag and, before 5.12, disconnectGui leaves an observer: the
     panel still ends up with exactly one binding after any number of enters, exits and scene closes."""
-    bound = 9  # the widgets of the .ui that name a parameter
+    bound = 11  # the widgets of the .ui that name a parameter
     assert len(parameterNodeWrapper.liveConnectors) == bound
     for _ in range(3):
         widget.exit()
