@@ -658,6 +658,8 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
             return
         self.setUp()
         self.test_generate_keeps_the_reference_geometry()
+        self.setUp()
+        self.test_edit_keeps_the_real_scan_outside_the_region()
 
     def _referenceVolume(self):
         import numpy as np
@@ -672,15 +674,13 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
         volume.SetIJKToRASDirections(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
         return volume
 
-    def test_generate_keeps_the_reference_geometry(self) -> None:
+    def _tissues(self, reference, model: str):
+        """A segmentation on ``reference``: nested spheres of the model's first three classes."""
         import numpy as np
 
-        self.delayDisplay("Generating with the first model of Models.json")
-        model = str(knownModels()[0]["name"])
         classes = modelClasses(model)
         self.assertIsNotNone(classes, f"model {model} is not installed")
         foreground = [name for value, name in classes if value != 0][:3]
-        reference = self._referenceVolume()
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Tissues")
         segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
         grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in (30, 52, 44)], indexing="ij")
@@ -689,6 +689,15 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
             segmentId = segmentation.GetSegmentation().AddEmptySegment("", name)
             slicer.util.updateSegmentBinaryLabelmapFromArray((radius < limit).astype(np.uint8), segmentation,
                                                               segmentId, reference)
+        return segmentation, radius
+
+    def test_generate_keeps_the_reference_geometry(self) -> None:
+        import numpy as np
+
+        self.delayDisplay("Generating with the first model of Models.json")
+        model = str(knownModels()[0]["name"])
+        reference = self._referenceVolume()
+        segmentation, _ = self._tissues(reference, model)
 
         logic = MedLSDMLogic()
         result = logic.generate(segmentation, reference, model=model, seed=1)
@@ -698,6 +707,32 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
         voxels = slicer.util.arrayFromVolume(result)
         self.assertTrue(np.isfinite(voxels).all() and voxels.std() > 0)
         self.delayDisplay("Generated volume has the reference geometry")
+
+    def test_edit_keeps_the_real_scan_outside_the_region(self) -> None:
+        import numpy as np
+
+        self.delayDisplay("Editing a region of a scan with the first model of Models.json")
+        model = str(knownModels()[0]["name"])
+        reference = self._referenceVolume()
+        real = slicer.util.arrayFromVolume(reference).copy()
+        segmentation, radius = self._tissues(reference, model)
+        logic = MedLSDMLogic()
+        logic.startEditing(segmentation)
+        inner = segmentation.GetSegmentation().GetNthSegmentID(2)
+        grown = (radius < 0.55).astype(np.uint8)  # the innermost sphere grows: the edit
+        slicer.util.updateSegmentBinaryLabelmapFromArray(grown, segmentation, inner, reference)
+        changed = logic.changedRegion(reference, segmentation)
+        self.assertEqual(int(changed.sum()), int(((radius < 0.55) & (radius >= 0.4)).sum()))
+
+        result = logic.edit(reference, segmentation, model=model, seed=1, margin=2.0)
+        self.assertEqual(result.GetName(), "Reference edited seed 1")
+        self.assertEqual(Geometry.of(result).differences(Geometry.of(reference)), [])
+        voxels = slicer.util.arrayFromVolume(result)
+        far = radius > 0.9  # well beyond the edited shell and its margin
+        self.assertTrue(np.array_equal(voxels[far], real[far]), "voxels far from the edit changed")
+        self.assertFalse(np.allclose(voxels[changed], real[changed]), "the edited region was not regenerated")
+        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(reference), real), "the real scan changed")
+        self.delayDisplay("Edited only the changed region")
 
     def test_empty_segmentation_is_reported(self) -> None:
         reference = self._referenceVolume()

@@ -2,6 +2,7 @@
 slicer.packaging or pip_install), and Slicer's self-test, which must install nothing."""
 from __future__ import annotations
 
+import os
 import sys
 import types
 from typing import Any, Dict, List, Optional
@@ -157,3 +158,20 @@ def test_the_self_test_checks_inputs_before_dependencies_and_installs_nothing(
     assert displayed[-1].startswith("Generation test skipped")
     assert asked == []  # the empty segmentation ended it before any dependency was looked at
     assert installers.calls() == 0 and dialogs.kinds("pip_install") == [] and dialogs.kinds("confirm") == []
+
+
+def test_the_self_test_generates_and_edits_with_the_bundled_model_when_its_packages_are_there(
+        scene: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole self-test, as Slicer runs it where the packages are installed (here: the worker's own
+    Python), on the bundled demo model: generation keeps the reference grid, the edit keeps the real
+    voxels outside the edited region."""
+    import MedLSDM
+    from conftest import WORKER_PYTHON
+
+    if not os.path.isfile(WORKER_PYTHON):
+        pytest.skip("no worker Python")
+    monkeypatch.setenv("MEDLSDM_WORKER_PYTHON", WORKER_PYTHON)
+    slicer.app.testing = True
+    monkeypatch.setattr(ScriptedLoadableModule.ScriptedLoadableModuleTest, "displayed", [])
+    MedLSDM.MedLSDMTest().runTest()
+    assert ScriptedLoadableModule.ScriptedLoadableModuleTest.displayed[-1] == "Edited only the changed region"
