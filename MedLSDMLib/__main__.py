@@ -1,6 +1,7 @@
 """``python -m MedLSDMLib`` is the ``medlsdm`` command."""
+
 import sys
 
-from .cli import main
+from MedLSDMLib.cli.main import main
 
 sys.exit(main())

@@ -1,4 +1,5 @@
 """Errors that end a MedLSDM command, each with the exit code and kind of the worker protocol."""
+
 from __future__ import annotations
 
 

@@ -1,6 +1,8 @@
-"""The process the Slicer module starts: ``medlsdm generate`` speaking the JSON worker protocol.
+"""The process the Slicer module starts: ``medlsdm generate`` (or ``medlsdm edit``) speaking the JSON
+worker protocol.
 
     PythonSlicer -m MedLSDMLib.worker LABELS -o OUTPUT [generate options]
+    PythonSlicer -m MedLSDMLib.worker edit REAL LABELS -o OUTPUT [edit options]
 
 Each stdout line is one JSON object: {"type": "progress", "stage", "step", "total"},
 {"type": "log", "message"}, {"type": "done", "path", "paths", "seeds", "seconds"} or
@@ -8,17 +10,19 @@ Each stdout line is one JSON object: {"type": "progress", "stage", "step", "tota
 4 out of memory, 130 cancelled. Every outcome is a JSON line, usage errors and --help (a log event) too;
 if the reader closes the pipe, the worker stops as if cancelled.
 """
+
 from __future__ import annotations
 
 import sys
 from typing import List, Optional
 
-from .cli import main as cli_main
+from MedLSDMLib.cli.main import main as cli_main
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    return cli_main(["generate", *args, "--progress", "json"], protocol=True)
+    command = args.pop(0) if args[:1] == ["edit"] else "generate"
+    return cli_main([command, *args, "--progress", "json"], protocol=True)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedLSDMLib.bundle import ModelBundle
-from MedLSDMLib.config import (AutoencoderConfig, IntensityConfig, LabelEntry, ModelCard, SchedulerConfig,
-                               UNetConfig)
+from MedLSDMLib.models.bundle import ModelBundle
+from MedLSDMLib.card import AutoencoderConfig, IntensityConfig, LabelEntry, ModelCard, SchedulerConfig, UNetConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # The Slicer logic suite runs in its own environment (slicer-core pins its own vtk): `make test`
 # runs it with --confcutdir=Testing/Slicer, so this conftest is not loaded there.
-collect_ignore = ["Slicer"]
+collect_ignore = ["Slicer", "SlicerModule"]
 
 # The networks are tiny: one thread is as fast as two, and stays fast when other jobs share the
 # CPU (busy-waiting OpenMP threads slow down many times on an oversubscribed machine).
@@ -93,7 +92,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def generator(bundle_dir: Path):
     """The tiny bundle loaded for in-process generation on the CPU."""
-    from MedLSDMLib.pipeline import Generator
+    from MedLSDMLib.generation.pipeline import Generator
 
     return Generator.load(bundle_dir, device="cpu")
 
@@ -222,7 +221,7 @@ def run_cli(capture: pytest.CaptureFixture, *args: Any) -> Result:
     """``medlsdm ARGS`` in this process, output captured with ``capture`` (capfd: also what C++
     libraries write to the file descriptors). The command installs SIGINT/SIGTERM handlers; they
     are put back afterwards so that the test process keeps its own."""
-    from MedLSDMLib.cli import main
+    from MedLSDMLib.cli.main import main
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     capture.readouterr()

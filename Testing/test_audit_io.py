@@ -18,7 +18,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from MedLSDMLib import volumes
+from MedLSDMLib.io import volumes
 
 from conftest import (ANISOTROPIC, ODD_SIZE, OBLIQUE, ORIGIN, assert_grid, assert_one_line_error, brain_array,
                       brain_labels, folder_entries, generate_args, read, run_cli, write)
@@ -87,7 +87,7 @@ def test_short_write_of_a_later_sample_stops_and_replaces_nothing(capfd, monkeyp
 def test_samples_are_written_as_they_are_done(capfd, monkeypatch, tmp_path: Path, labels_path: Path,
                                               bundle_dir: Path) -> None:
     """Item 9: each sample leaves memory once written; none is kept until the end."""
-    from MedLSDMLib.pipeline import Generator
+    from MedLSDMLib.generation.pipeline import Generator
 
     events = []
     real_write = volumes.StagedImages.write
@@ -108,7 +108,7 @@ def test_samples_are_written_as_they_are_done(capfd, monkeypatch, tmp_path: Path
 
 
 def test_memory_plan_counts_the_samples_kept(generator, labels_path: Path, monkeypatch) -> None:
-    from MedLSDMLib import pipeline
+    from MedLSDMLib.generation import pipeline
 
     needs = []
     real = pipeline.plan_memory
@@ -187,9 +187,9 @@ def test_tiny_file_claiming_a_huge_size(capfd, tmp_path: Path, bundle_dir: Path,
 
 def test_declared_size_beyond_the_memory_is_exit_4(capfd, monkeypatch, tmp_path: Path, labels_path: Path,
                                                     bundle_dir: Path) -> None:
-    from MedLSDMLib import memory
+    from MedLSDMLib.runtime import resources
 
-    monkeypatch.setattr(memory, "available_ram", lambda: 1000)
+    monkeypatch.setattr(resources, "available_ram", lambda: 1000)
     result = run_cli(capfd, *generate_args(labels_path, tmp_path / "s.nii.gz", bundle_dir))
     assert_one_line_error(result, 4, "labels.nii.gz", "needs about", "1000 B")
     assert not (tmp_path / "s.nii.gz").exists()

@@ -16,7 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from MedLSDMLib.bundle import AUTOENCODER_FILE, CARD_FILE, DIFFUSION_FILE, sha256
+from MedLSDMLib.models.bundle import AUTOENCODER_FILE, DIFFUSION_FILE, sha256
+from MedLSDMLib.card import CARD_FILE
 
 from conftest import assert_one_line_error, folder_entries, run_cli
 from test_registry import Registry, file_sha256, zip_folder
@@ -148,7 +149,7 @@ def test_zip_bomb_is_bounded_and_cleaned_up(capfd, registry: Registry, bundle_di
 
 
 def test_stale_download_folders_are_cleaned(capfd, registry: Registry) -> None:
-    from MedLSDMLib import volumes
+    from MedLSDMLib.io import volumes
 
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -11,7 +11,7 @@ import pytest
 import slicerio
 import SimpleITK as sitk
 
-from MedLSDMLib.pipeline import Generator
+from MedLSDMLib.generation.pipeline import Generator
 
 from conftest import (ODD_SIZE, assert_grid, assert_one_line_error, brain_array, brain_labels, folder_entries,
                       generate_args, read, run_cli, write)

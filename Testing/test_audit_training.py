@@ -17,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from MedLSDMLib.cli import main
-from MedLSDMLib.training import CHECKPOINT, LOCK_FILE, RUN_FILE, RunLock
+from MedLSDMLib.cli.main import main
+from MedLSDMLib.training.trainer import CHECKPOINT, LOCK_FILE, RUN_FILE, RunLock
 
 from test_training import pairs, vqgan_config  # noqa: F401  (pairs is a fixture)
 

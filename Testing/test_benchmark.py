@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedLSDMLib.benchmark import DEFAULT_CONFIGS, BenchConfig, check_configs, label_map, parse_config
+from MedLSDMLib.generation.benchmark import DEFAULT_CONFIGS, BenchConfig, check_configs, label_map, parse_config
 
 from conftest import TIMESTEPS, assert_no_output, assert_one_line_error, run_cli, tiny_card
 

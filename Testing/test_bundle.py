@@ -10,8 +10,9 @@ from typing import Callable, Dict, NamedTuple, Sequence
 import pytest
 import torch
 
-from MedLSDMLib.bundle import AUTOENCODER_FILE, CARD_FILE, DIFFUSION_FILE, ModelBundle, sha256
-from MedLSDMLib.config import AutoencoderConfig, UNetConfig
+from MedLSDMLib.models.bundle import AUTOENCODER_FILE, DIFFUSION_FILE, ModelBundle, sha256
+from MedLSDMLib.card import CARD_FILE
+from MedLSDMLib.card import AutoencoderConfig, UNetConfig
 from MedLSDMLib.errors import ModelError
 
 from conftest import (assert_no_output, assert_one_line_error, generate_args, make_bundle, run_cli,

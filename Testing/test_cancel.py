@@ -13,9 +13,10 @@ from typing import List
 
 import pytest
 
-from MedLSDMLib import interrupt
+from MedLSDMLib.runtime import interrupt
 from MedLSDMLib.errors import Cancelled
-from MedLSDMLib.pipeline import Generator, decode_latent
+from MedLSDMLib.generation.pipeline import Generator
+from MedLSDMLib.models.decoding import decode_latent
 
 from conftest import (REPO, brain_labels, folder_entries, generate_args, make_bundle, run_cli, subprocess_env,
                       tiny_card, write)

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from matplotlib.figure import Figure
 
-from MedLSDMLib.figures import centre_of
+from MedLSDMLib.io.figures import centre_of
 
 from conftest import ODD_SIZE, assert_no_output, assert_one_line_error, brain_array, brain_labels, image_from_xyz, run_cli, write
 

@@ -8,9 +8,18 @@ from typing import Any, Callable
 
 import pytest
 
-from MedLSDMLib.bundle import CARD_FILE, read_card
-from MedLSDMLib.config import (AutoencoderConfig, IntensityConfig, LabelEntry, ModelCard, SchedulerConfig,
-                               UNetConfig, from_dict, to_dict)
+from MedLSDMLib.card import CARD_FILE
+from MedLSDMLib.models.bundle import read_card
+from MedLSDMLib.card import (
+    AutoencoderConfig,
+    IntensityConfig,
+    LabelEntry,
+    ModelCard,
+    SchedulerConfig,
+    UNetConfig,
+    from_dict,
+    to_dict,
+)
 
 from conftest import tiny_card
 

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedLSDMLib.hardware import choose_precision
+from MedLSDMLib.runtime.hardware import choose_precision
 
 from conftest import assert_grid, brain_labels, generate_args, read, run_cli, write
 

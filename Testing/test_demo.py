@@ -5,7 +5,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from MedLSDMLib.registry import resources_dir
+from MedLSDMLib.models.registry import resources_dir
 
 from conftest import assert_grid, run_cli
 

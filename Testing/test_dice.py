@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from MedLSDMLib.dice import dice_per_class, mean_defined, per_class_means, ratio
-from MedLSDMLib.mixture import MixtureSegmenter, class_order, fit_mixture, segment
+from MedLSDMLib.evaluation.dice import dice_per_class, mean_defined, per_class_means, ratio
+from MedLSDMLib.evaluation.mixture import MixtureSegmenter, class_order, fit_mixture, segment
 
 from conftest import brain_array, image_from_xyz
 

@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from MedLSDMLib.config import SchedulerConfig
-from MedLSDMLib.sampling import SAMPLERS, GuidedUNet, noise_scheduler, resolve_steps, sample_latent
+from MedLSDMLib.card import SchedulerConfig
+from MedLSDMLib.sampling.samplers import SAMPLERS, noise_scheduler, resolve_steps
+from MedLSDMLib.sampling.guidance import GuidedUNet
+from MedLSDMLib.sampling.loop import sample_latent
 
 DATA_STD = 0.5
 SHAPE = (1, 2, 4, 4, 4)

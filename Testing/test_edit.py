@@ -11,9 +11,9 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from MedLSDMLib.edit import CONTEXT, feather, latent_box
+from MedLSDMLib.generation.edit import CONTEXT, feather, latent_box
 from MedLSDMLib.errors import Cancelled, InputError
-from MedLSDMLib.sampling import sample_latent
+from MedLSDMLib.sampling.loop import sample_latent
 
 from conftest import (REPO, array_xyz, assert_one_line_error, brain_labels, image_from_xyz,
                       run_cli, write)
@@ -114,8 +114,8 @@ def test_same_seed_same_result_and_the_inside_follows_the_edited_labels(generato
 
 def test_the_known_latent_is_kept_by_the_sampling_hook(generator) -> None:
     """``after_step`` sees every next timestep down to the clean end (-1), and its result is the latent."""
-    from MedLSDMLib.conditioning import condition_map
-    from MedLSDMLib.sampling import GuidedUNet
+    from MedLSDMLib.models.conditioning import condition_map
+    from MedLSDMLib.sampling.guidance import GuidedUNet
 
     card = generator.card
     condition = condition_map(torch.ones((1, 16, 16, 16), dtype=torch.long), 4, 4)
@@ -167,7 +167,7 @@ def test_seam_of_the_demo_model_stays_within_the_real_gradients() -> None:
     more voxels above it than the real image has there), and the new CSF is dark."""
     import importlib.util
 
-    from MedLSDMLib.pipeline import Generator
+    from MedLSDMLib.generation.pipeline import Generator
 
     spec = importlib.util.spec_from_file_location("make_edit_figures", REPO / "scripts" / "make_edit_figures.py")
     figures = importlib.util.module_from_spec(spec)

@@ -15,7 +15,7 @@ import torch
 from monai.networks.nets import resnet10
 from safetensors.torch import save_file
 
-from MedLSDMLib.evaluation import case_key
+from MedLSDMLib.evaluation.evaluate import case_key
 
 from conftest import (ODD_SIZE, array_xyz, assert_no_output, assert_one_line_error, brain_array, brain_labels,
                       image_from_xyz, run_cli, write)

@@ -318,7 +318,7 @@ def edited(path: Path, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-@pytest.mark.parametrize("missing", ["MedLSDM/MedLSDM.py", "MedLSDMLib/labels.py", "Resources/Models.json"])
+@pytest.mark.parametrize("missing", ["MedLSDM/MedLSDM.py", "MedLSDMLib/io/labels.py", "Resources/Models.json"])
 def test_a_listed_file_that_does_not_exist_stops_the_configure(tmp_path, missing):
     source = copy_extension(tmp_path / "source")
     (source / missing).unlink()

@@ -11,7 +11,7 @@ from monai.networks.nets import resnet10, resnet18
 from safetensors.torch import save_file
 
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.fid import feature_network, features, frechet_distance, frechet_from_statistics, mmd
+from MedLSDMLib.evaluation.fid import feature_network, features, frechet_distance, frechet_from_statistics, mmd
 
 MU1, SIGMA1 = np.array([0.0, 0.0, 0.0]), np.diag([1.0, 4.0, 9.0])
 MU2, SIGMA2 = np.array([1.0, 2.0, 2.0]), np.diag([4.0, 4.0, 1.0])

@@ -10,8 +10,8 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-import MedLSDMLib.pipeline as pipeline
-from MedLSDMLib.geometry import corners, same_grid, working_grid
+import MedLSDMLib.generation.pipeline as pipeline
+from MedLSDMLib.io.geometry import corners, same_grid, working_grid
 
 from conftest import (ANISOTROPIC, HIGH, LOW, MODEL_SPACING, OBLIQUE, ODD_SIZE, ORIGIN, array_xyz, assert_grid,
                       brain_labels, generate_args, image_from_xyz, read, region_array, rotation, run_cli, write)
@@ -45,7 +45,7 @@ def reference_around(image: sitk.Image) -> sitk.Image:
 
 @pytest.mark.parametrize("direction", list(DIRECTIONS.values()), ids=list(DIRECTIONS))
 def test_working_grid_covers_the_input_at_model_spacing(bundle_dir: Path, direction: np.ndarray) -> None:
-    from MedLSDMLib.bundle import read_card
+    from MedLSDMLib.models.bundle import read_card
 
     card = read_card(bundle_dir)
     labels = brain_labels(direction=direction)
@@ -74,7 +74,7 @@ def test_working_grid_covers_the_input_at_model_spacing(bundle_dir: Path, direct
 def test_working_grid_direction_is_the_input_axes_reoriented(bundle_dir: Path, direction: np.ndarray) -> None:
     """The working axes are the input's axes permuted and flipped (DICOMOrient to the model's RAS);
     obliquity is kept, never resampled away."""
-    from MedLSDMLib.bundle import read_card
+    from MedLSDMLib.models.bundle import read_card
 
     card = read_card(bundle_dir)
     labels = brain_labels(direction=direction)
@@ -181,7 +181,7 @@ def painting_decoder(monkeypatch: pytest.MonkeyPatch):
         seen["classes"] = array
         return array
 
-    def paint(autoencoder, latent, tile=None, autocast=None, progress=None, cancel=None):
+    def paint(autoencoder, latent, classes=None, tile=None, autocast=None, progress=None, cancel=None):
         classes = torch.from_numpy(seen["classes"].astype(np.float32))
         assert latent.shape[2:] == tuple(s // 4 for s in classes.shape)
         return (classes / 3 * 2 - 1)[None, None]

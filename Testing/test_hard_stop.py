@@ -27,20 +27,20 @@ def stall(*args, **kwargs):
 
 part = sys.argv[1]
 if part == "unet":
-    import MedLSDMLib.sampling as sampling
+    import MedLSDMLib.sampling.guidance as sampling
     sampling.GuidedUNet._run = stall
 elif part == "write":
     import SimpleITK
     SimpleITK.WriteImage = stall
 elif part == "train":
-    import MedLSDMLib.train_vqgan as train_vqgan
+    import MedLSDMLib.training.vqgan as train_vqgan
     original = train_vqgan.VQGANTrainer.train_step
     def train_step(self, batches):
         if self.step >= 3:
             stall()
         return original(self, batches)
     train_vqgan.VQGANTrainer.train_step = train_step
-from MedLSDMLib.cli import main
+from MedLSDMLib.cli.main import main
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -7,7 +7,7 @@ from typing import List
 import pytest
 
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.hardware import CpuInfo, choose_precision, probe_cpu, resolve_threads
+from MedLSDMLib.runtime.hardware import CpuInfo, choose_precision, probe_cpu, resolve_threads
 
 from conftest import brain_labels, generate_args, run_cli, write
 from test_training import pairs  # noqa: F401  (the training data fixture)
@@ -76,7 +76,7 @@ def test_the_first_log_line_names_precision_and_cpu(capfd, monkeypatch: pytest.M
                                                     bundle_dir: Path) -> None:
     """On a CPU like AVX2-only laptops, generation picks fp32, says so with the CPU's capability, and
     a bf16 request runs with one warning line."""
-    import MedLSDMLib.hardware as hardware
+    import MedLSDMLib.runtime.hardware as hardware
 
     monkeypatch.setattr(hardware, "probe_cpu", lambda: AVX2)
     labels = write(brain_labels(), tmp_path / "labels.nii.gz")
@@ -121,7 +121,7 @@ def test_training_picks_precision_like_generation(capfd, monkeypatch: pytest.Mon
                                                   pairs: Path) -> None:  # noqa: F811
     """``precision: auto`` trains in fp32 on an AVX2-only CPU and says so in its first line; bf16 asked
     for there trains with one warning."""
-    import MedLSDMLib.hardware as hardware
+    import MedLSDMLib.runtime.hardware as hardware
     from test_training import vqgan_config
 
     monkeypatch.setattr(hardware, "probe_cpu", lambda: AVX2)

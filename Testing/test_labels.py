@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from MedLSDMLib.config import LabelEntry
+from MedLSDMLib.card import LabelEntry
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.labels import LabelTable, class_image, parse_mapping
+from MedLSDMLib.io.labels import LabelTable, class_image, parse_mapping
 
 from conftest import (CLASS_TABLE, OBLIQUE, ODD_SIZE, ORIGIN, ANISOTROPIC, array_xyz, assert_grid,
                       assert_no_output, assert_one_line_error, brain_array, generate_args, image_from_xyz, read,

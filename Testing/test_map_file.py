@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedLSDMLib.config import LabelEntry
+from MedLSDMLib.card import LabelEntry
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.labels import LabelTable, class_image
-from MedLSDMLib.mapfile import mappings_folder, parse_map_text, read_map_file, resolve_map_file
+from MedLSDMLib.io.labels import LabelTable, class_image
+from MedLSDMLib.io.mapfile import mappings_folder, parse_map_text, read_map_file, resolve_map_file
 
 from conftest import REPO, array_xyz, assert_one_line_error, generate_args, image_from_xyz, run_cli, write
 
@@ -92,7 +92,7 @@ def test_unknown_target_names_the_file_line(tmp_path: Path) -> None:
 
 
 def test_segment_names_match_the_name_column() -> None:
-    from MedLSDMLib.labels import _classes_from_segments
+    from MedLSDMLib.io.labels import _classes_from_segments
 
     masks = {"Left-Cerebral-Cortex": np.ones((2, 2, 2), bool), "Skull": np.zeros((2, 2, 2), bool)}
     masks["Skull"][0] = True

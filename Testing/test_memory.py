@@ -10,11 +10,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedLSDMLib.bundle import read_card
+from MedLSDMLib.models.bundle import read_card
 from MedLSDMLib.errors import OutOfMemory
-from MedLSDMLib.geometry import working_grid
-from MedLSDMLib.memory import DECODE_TILES, GIB, decode_bytes, plan_memory, unet_bytes
-from MedLSDMLib.pipeline import decode_latent
+from MedLSDMLib.io.geometry import working_grid
+from MedLSDMLib.generation.memory import DECODE_TILES, decode_bytes, plan_memory, unet_bytes
+from MedLSDMLib.runtime.resources import GIB
+from MedLSDMLib.models.decoding import decode_latent
 
 from conftest import assert_no_output, assert_one_line_error, brain_labels, generate_args, run_cli, tiny_card
 

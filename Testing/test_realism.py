@@ -10,9 +10,17 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from MedLSDMLib.baseline import blur_gain, render, render_array
-from MedLSDMLib.realism import (background_noise, compare, correlation, gradient_magnitude, histogram_distance,
-                                realism, summarise_realism, zscore)
+from MedLSDMLib.evaluation.baseline import blur_gain, render, render_array
+from MedLSDMLib.evaluation.realism import (
+    background_noise,
+    compare,
+    correlation,
+    gradient_magnitude,
+    histogram_distance,
+    realism,
+    summarise_realism,
+    zscore,
+)
 
 from conftest import ODD_SIZE, array_xyz, brain_array, brain_labels, image_from_xyz, run_cli, write
 
@@ -190,8 +198,8 @@ def test_evaluate_without_baseline_has_no_comparison(capfd, cases: Path, tmp_pat
 
 
 def test_benchmark_agreement_and_table_show_realism_next_to_the_reference() -> None:
-    from MedLSDMLib.benchmark import agreement
-    from MedLSDMLib.benchmark_report import rows_table
+    from MedLSDMLib.generation.benchmark import agreement
+    from MedLSDMLib.generation.benchmark_report import rows_table
 
     classes = brain_array(ODD_SIZE)
     reference = brain_image(classes, 0)

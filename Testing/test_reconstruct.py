@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from MedLSDMLib.data import intensity_range
+from MedLSDMLib.io.preprocess import intensity_range
 
 from conftest import (array_xyz, assert_grid, assert_no_output, assert_one_line_error, brain_array, brain_labels,
                       image_from_xyz, rotation, run_cli, write)
@@ -46,7 +46,7 @@ def test_reconstruct_writes_the_round_trip_on_the_image_grid(capfd, bundle_dir: 
     direct = generator.reconstruct(str(image), str(labels), device="cpu", precision="fp32")
     assert np.allclose(array_xyz(out), array_xyz(direct), atol=1e-3)
     # in the image's units: the output lies within the range the normalisation maps to [-1, 1]
-    from MedLSDMLib.geometry import resample, working_grid
+    from MedLSDMLib.io.geometry import resample, working_grid
 
     card = generator.card
     grid = working_grid(real, card.spacing, card.orientation, card.size_multiple)
@@ -63,8 +63,8 @@ def test_an_identity_autoencoder_gives_back_the_image(generator, pair, monkeypat
     autoencoder = generator.bundle.autoencoder
     monkeypatch.setattr(autoencoder, "encode", lambda x: x)
     monkeypatch.setattr(autoencoder, "quantize", lambda x: (x, torch.zeros(())))
-    monkeypatch.setattr(autoencoder, "decode_quantized", lambda x: x)
-    from MedLSDMLib.geometry import resample, working_grid
+    monkeypatch.setattr(autoencoder, "decode_quantized", lambda x, segmap=None: x)
+    from MedLSDMLib.io.geometry import resample, working_grid
 
     card = generator.card
     out = generator.reconstruct(str(image), str(labels), device="cpu", precision="fp32")

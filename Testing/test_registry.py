@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from MedLSDMLib.bundle import ModelBundle
+from MedLSDMLib.models.bundle import ModelBundle
 
 from conftest import (assert_one_line_error, folder_entries, generate_args, read, run_cli, run_subprocess,
                       subprocess_env, tiny_card)

@@ -8,12 +8,14 @@ from typing import Iterator, List, Optional
 import pytest
 import torch
 
-from MedLSDMLib.bundle import ModelBundle
-from MedLSDMLib.conditioning import condition_map, null_map
-from MedLSDMLib.config import SchedulerConfig
+from MedLSDMLib.models.bundle import ModelBundle
+from MedLSDMLib.models.conditioning import condition_map, null_map
+from MedLSDMLib.card import SchedulerConfig
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.pipeline import Generator
-from MedLSDMLib.sampling import GuidedUNet, resolve_steps, sample_latent
+from MedLSDMLib.generation.pipeline import Generator
+from MedLSDMLib.sampling.guidance import GuidedUNet
+from MedLSDMLib.sampling.samplers import resolve_steps
+from MedLSDMLib.sampling.loop import sample_latent
 
 from conftest import TIMESTEPS, brain_array, brain_labels, tiny_card
 

@@ -12,10 +12,10 @@ import SimpleITK as sitk
 import torch
 import yaml
 
-from MedLSDMLib.bundle import sha256
-from MedLSDMLib.config import IntensityConfig, LabelEntry
-from MedLSDMLib.dice import dice_per_class
-from MedLSDMLib.segmenter import CARD_FILE, WEIGHTS_FILE, SegmenterCard, UNetSegmenter
+from MedLSDMLib.models.bundle import sha256
+from MedLSDMLib.card import IntensityConfig, LabelEntry
+from MedLSDMLib.evaluation.dice import dice_per_class
+from MedLSDMLib.evaluation.segmenter import CARD_FILE, WEIGHTS_FILE, SegmenterCard, UNetSegmenter
 
 from conftest import ODD_SIZE, array_xyz, assert_one_line_error, brain_array, brain_labels, image_from_xyz, run_cli, write
 
@@ -130,8 +130,8 @@ def test_predictions_come_back_onto_the_oblique_anisotropic_grid() -> None:
 
 
 def test_the_example_config_loads() -> None:
-    from MedLSDMLib.train_config import load_run_config
-    from MedLSDMLib.train_segmenter import SegmenterRun
+    from MedLSDMLib.training.config import load_run_config
+    from MedLSDMLib.training.segmenter import SegmenterRun
 
     config = load_run_config(Path(__file__).parents[1] / "Resources" / "Configs" / "brain_t1_segmenter.yaml",
                              SegmenterRun)

@@ -10,8 +10,16 @@ import pytest
 import torch
 from monai.metrics import SSIMMetric
 
-from MedLSDMLib.similarity import (foreground_box, masked_ssim, ms_ssim, ms_ssim_scales, ms_ssim_weights, psnr,
-                                   similarity, ssim_window)
+from MedLSDMLib.evaluation.similarity import (
+    foreground_box,
+    masked_ssim,
+    ms_ssim,
+    ms_ssim_scales,
+    ms_ssim_weights,
+    psnr,
+    similarity,
+    ssim_window,
+)
 
 from conftest import brain_array
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from MedLSDMLib import interrupt
+from MedLSDMLib.runtime import interrupt
 from MedLSDMLib.errors import Cancelled
 
 from conftest import assert_one_line_error, brain_labels, folder_entries, run_cli, write
@@ -57,7 +57,7 @@ def test_a_stop_during_a_download_removes_it(capfd, registry: Registry, monkeypa
 
 
 def test_a_download_has_a_deadline(capfd, registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    import MedLSDMLib.registry as registry_module
+    import MedLSDMLib.models.registry as registry_module
 
     data = registry.archive.read_bytes()
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: SlowResponse(data, False))
@@ -68,7 +68,7 @@ def test_a_download_has_a_deadline(capfd, registry: Registry, monkeypatch: pytes
 
 
 def test_evaluate_stops_and_writes_no_report(capfd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import MedLSDMLib.evaluation as evaluation
+    import MedLSDMLib.evaluation.evaluate as evaluation
 
     labels = brain_labels()
     folder = tmp_path / "case"

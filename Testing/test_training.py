@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from MedLSDMLib.cli import main
+from MedLSDMLib.cli.main import main
 
 LABELS = [{"value": 0, "name": "background"}, {"value": 1, "name": "csf"},
           {"value": 2, "name": "gm"}, {"value": 3, "name": "wm"}]
@@ -232,7 +232,7 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, pairs, capsys, m
     """A diverging run stops with one line; the checkpoint written before is kept intact."""
     import torch
 
-    from MedLSDMLib import train_vqgan
+    from MedLSDMLib.training import vqgan as train_vqgan
 
     original = train_vqgan.VQGANTrainer.train_step
 

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from MedLSDMLib.variability import VoxelStats
+from MedLSDMLib.generation.variability import VoxelStats
 
 from conftest import (array_xyz, assert_grid, assert_one_line_error, brain_labels, generate_args, image_from_xyz,
                       run_cli, write)

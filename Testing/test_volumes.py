@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import MedLSDMLib.volumes as volumes
+import MedLSDMLib.io.volumes as volumes
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.volumes import check_output_path, numbered_paths, read_image, suffix_of, write_image
+from MedLSDMLib.io.volumes import check_output_path, numbered_paths, read_image, suffix_of, write_image
 
 from conftest import (assert_grid, assert_one_line_error, brain_labels, folder_entries, generate_args, run_cli)
 

@@ -91,6 +91,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--apt-update", action="store_true", help="passed to prepare_demo_data.py")
     parser.add_argument("--update-card", action="store_true", help="write the table into the model card")
+    parser.add_argument("--reconstruction-only", action="store_true",
+                        help="only the autoencoder round trip (no sampling): for comparing autoencoders")
+    parser.add_argument("--autoencoder", help="with --reconstruction-only: the bundle (a VQ-GAN stage's bundle/ is "
+                                              "enough) whose autoencoder replaces the model's")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     python = sys.executable
@@ -104,18 +108,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = cases(held_out)
     log(f"{len(names)} held-out case(s): {', '.join(names)}")
 
-    from MedLSDMLib.bundle import read_card, write_card
-    from MedLSDMLib.cli import main as medlsdm
-    from MedLSDMLib.pipeline import Generator
-    from MedLSDMLib.registry import resolve_model
-    from MedLSDMLib.sampling import default_sampler, resolve_steps
-    from MedLSDMLib.volumes import write_image
+    from MedLSDMLib.models.bundle import load_autoencoder, read_card, write_card
+    from MedLSDMLib.cli.main import main as medlsdm
+    from MedLSDMLib.generation.pipeline import Generator
+    from MedLSDMLib.models.registry import resolve_model
+    from MedLSDMLib.sampling.samplers import default_sampler, resolve_steps
+    from MedLSDMLib.io.volumes import write_image
 
     folder = resolve_model(args.model)
     card = read_card(folder)
     sampler = args.sampler or default_sampler(card.scheduler)
     steps = resolve_steps(sampler, args.steps, card.scheduler)
     generator = Generator.load(folder, args.device, args.precision)
+    if args.autoencoder:
+        if not args.reconstruction_only:
+            raise SystemExit("evaluate_model: --autoencoder needs --reconstruction-only (the UNet knows only its own)")
+        card, generator.bundle.autoencoder = load_autoencoder(REPO / args.autoencoder)
+        generator.bundle.card.autoencoder = card.autoencoder
     synthetic, reconstruction = out / "synthetic", out / "reconstruction"
     synthetic.mkdir(parents=True, exist_ok=True)
     reconstruction.mkdir(parents=True, exist_ok=True)
@@ -132,7 +141,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         target = synthetic / f"{name}_synthetic.nrrd"
         expected = {"medlsdm_model": model_name, "medlsdm_seed": str(args.seed),
                     "medlsdm_sampler": f"{sampler} {steps} steps, guidance {card.default_guidance:g}"}
-        if made_by(target, expected):
+        if args.reconstruction_only:
+            pass
+        elif made_by(target, expected):
             log(f"reusing {target}")
         else:
             tic = time.perf_counter()
@@ -141,20 +152,28 @@ def main(argv: Optional[List[str]] = None) -> int:
             timings[name] = round(time.perf_counter() - tic, 1)
             log(f"generated {target} in {timings[name]} s")
         round_trip = reconstruction / f"{name}.nrrd"
-        if made_by(round_trip, {"medlsdm_model": model_name}):
+        if made_by(round_trip, {"medlsdm_model": model_name}) and not args.autoencoder:
             log(f"reusing {round_trip}")
         else:
             write_image(generator.reconstruct(str(image), str(labels)), round_trip)
             log(f"reconstructed {round_trip}")
 
     reports = {}
-    for what, folder_of, extra in (("model", synthetic, ["--baseline"]), ("reconstruction", reconstruction, [])):
+    stages = (("model", synthetic, ["--baseline"]), ("reconstruction", reconstruction, []))
+    for what, folder_of, extra in stages[1:] if args.reconstruction_only else stages:
         prefix = out / f"report_{what}"
         code = medlsdm(["evaluate", "--real", str(held_out), "--labels", str(held_out), "--synthetic", str(folder_of),
                         "-o", str(prefix), "--progress", "none", *extra])
         if code != 0:
             raise SystemExit(f"evaluate_model: medlsdm evaluate failed for the {what} (exit {code})")
         reports[what] = json.loads(prefix.with_suffix(".json").read_text())
+    if args.reconstruction_only:
+        values = row(reports["reconstruction"]["summary"])
+        print(f"autoencoder {args.autoencoder or model_name}: " + ", ".join(
+            f"{key} {'—' if values[key] is None else format(values[key], '.3f')}" for _, key in COLUMNS), flush=True)
+        (out / "summary_reconstruction.json").write_text(json.dumps(
+            {"autoencoder": args.autoencoder or model_name, "cases": names, "row": values}, indent=2) + "\n")
+        return 0
     rows = {f"model {model_name}": row(reports["model"]["summary"]),
             "baseline renderer (no training)": row(reports["model"]["baseline"]["summary"]),
             "autoencoder round trip (ceiling)": row(reports["reconstruction"]["summary"])}
@@ -195,7 +214,7 @@ def cpu_flags() -> str:
 
 
 def generator_precision(generator: Any, name: str) -> str:
-    from MedLSDMLib.pipeline import resolve_device, resolve_precision
+    from MedLSDMLib.runtime.devices import resolve_device, resolve_precision
 
     chosen = resolve_precision(name, resolve_device(generator.device_name))
     if hasattr(chosen, "name"):  # a precision object (name: fp32, bf16, fp16)

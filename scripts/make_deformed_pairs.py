@@ -89,9 +89,9 @@ def deformed_pair(image: sitk.Image, label: sitk.Image, seed: int, magnitude_mm:
 def tissue_map(segmentation: sitk.Image, map_file: Optional[Path] = None) -> sitk.Image:
     """A FreeSurfer-style segmentation as the four tissue classes (0 background, 1 CSF, 2 grey matter, 3 white
     matter) by the mapping table (default: the shipped freesurfer_tissue.csv), on the segmentation's grid."""
-    from MedLSDMLib.config import LabelEntry
-    from MedLSDMLib.labels import LabelTable, class_image
-    from MedLSDMLib.mapfile import read_map_file
+    from MedLSDMLib.card import LabelEntry
+    from MedLSDMLib.io.labels import LabelTable, class_image
+    from MedLSDMLib.io.mapfile import read_map_file
 
     table = LabelTable([LabelEntry(0, "background", (0, 0, 0)), LabelEntry(1, "csf", (0, 0, 1)),
                         LabelEntry(2, "grey_matter", (0.5, 0.5, 0.5)), LabelEntry(3, "white_matter", (1, 1, 1))])

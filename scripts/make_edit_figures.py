@@ -53,7 +53,7 @@ def enlarged_ventricles(labels: sitk.Image, grow: float) -> sitk.Image:
 
 def run(output: Path, *args: object) -> None:
     """``medlsdm ARGS``, unless ``output`` is there from an earlier run; prints the seconds it took."""
-    from MedLSDMLib.cli import main
+    from MedLSDMLib.cli.main import main
 
     if output.exists():
         print(f"reusing {output} (delete it to run medlsdm {args[0]} again)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from MedLSDMLib.bundle import ModelBundle
+from MedLSDMLib.models.bundle import ModelBundle
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ MODULE = REPO / "MedLSDM" / "MedLSDM.py"
 MODULE_FILES = [MODULE, *sorted((REPO / "MedLSDM" / "MedLSDMSlicer").glob("*.py"))]
 UI = REPO / "Resources" / "UI" / "MedLSDM.ui"
 # the engine's modules that Slicer's own process may import (the mapping-file parser and its errors)
-TORCH_FREE_ENGINE = ("MedLSDMLib.mapfile", "MedLSDMLib.errors")
+TORCH_FREE_ENGINE = ("MedLSDMLib.io.mapfile", "MedLSDMLib.errors")
 
 
 @pytest.mark.parametrize("path", MODULE_FILES, ids=lambda p: p.name)

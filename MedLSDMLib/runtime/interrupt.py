@@ -1,0 +1,175 @@
+"""Cancelling a command: SIGINT/SIGTERM ask it to stop at the next step; if it has not ended
+``GRACE_SECONDS`` later, or a second signal comes, it removes its temporary files and exits at once.
+
+The command's work runs in a thread of its own while the main thread waits for signals, so a stop
+never waits for a UNet pass, a file write or a download to end. Torch-free: the Slicer module and
+the worker may import it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, TypeVar
+
+from MedLSDMLib.errors import Cancelled
+
+GRACE_SECONDS = 3.0
+T = TypeVar("T")
+
+_requested = threading.Event()
+_requested_at = [0.0]
+_temporary: Set[Path] = set()
+_lock = threading.Lock()
+_stderr_copy: List[Optional[int]] = [None]
+
+
+def requested() -> bool:
+    """True once the user asked to stop (a signal, or ``request()``)."""
+    return _requested.is_set()
+
+
+def request() -> None:
+    if not _requested.is_set():
+        _requested_at[0] = time.monotonic()
+        _requested.set()
+
+
+def reset() -> None:
+    """Forget a request (a new command in the same process, e.g. in the tests)."""
+    _requested.clear()
+
+
+def mark(path: Path) -> None:
+    """Mark a temporary file or folder as one to remove if the process is stopped at once."""
+    with _lock:
+        _temporary.add(Path(path))
+
+
+def unmark(path: Path) -> None:
+    with _lock:
+        _temporary.discard(Path(path))
+
+
+@contextmanager
+def temporary(path: Path) -> Iterator[Path]:
+    """``path`` marked (see ``mark``) within the block."""
+    mark(path)
+    try:
+        yield Path(path)
+    finally:
+        unmark(path)
+
+
+@contextmanager
+def staged_file(path: Path) -> Iterator[Path]:
+    """Write ``path`` atomically: the block writes the hidden temporary this yields, which is then
+    renamed into place. An error, or a stop asked for before the rename, removes it and leaves any
+    existing ``path`` as it was (a stop raises ``Cancelled``); a hard stop removes it too."""
+    path = Path(path)
+    staging = path.with_name(f".{path.stem}.partial-{os.getpid()}{''.join(path.suffixes)}")
+    with temporary(staging):
+        try:
+            yield staging
+            if requested():
+                raise Cancelled()
+            os.replace(staging, path)
+        finally:
+            if staging.exists():
+                staging.unlink()
+
+
+def remove_temporary() -> None:
+    """Remove every temporary file and folder still marked (the hard stop's clean-up)."""
+    with _lock:
+        paths = list(_temporary)
+        _temporary.clear()
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    if _requested.is_set():  # a second signal: stop now
+        _requested_at[0] = -GRACE_SECONDS
+    request()
+
+
+@contextmanager
+def signals_ask_to_stop() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM ask to stop (``requested()``); the handlers before it
+    come back after it. Only the main thread can take signals: elsewhere it changes nothing."""
+    reset()
+    _save_stderr()
+    previous: Dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        reset()  # the request ended this command: it must not stop what the program does next
+
+
+def _must_stop_now() -> bool:
+    return _requested.is_set() and time.monotonic() - _requested_at[0] >= GRACE_SECONDS
+
+
+def run_stoppable(work: Callable[[], T], on_hard_stop: Callable[[], None], poll_seconds: float = 0.05) -> T:
+    """Run ``work`` in a thread; return its result or raise its exception. If a stop was asked for
+    and ``work`` has not ended ``GRACE_SECONDS`` later (or a second signal came), remove the
+    temporary files, call ``on_hard_stop`` (one line to the user) and exit the process with 130."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="medlsdm-work", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(poll_seconds)
+        if thread.is_alive() and _must_stop_now():
+            hard_stop(on_hard_stop)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _save_stderr() -> None:
+    """Keep a copy of the standard error's file descriptor: a stop in the middle of a write finds it
+    pointed at /dev/null (the writers' native messages are muted there) and must still report."""
+    if _stderr_copy[0] is None:
+        try:
+            _stderr_copy[0] = os.dup(2)
+        except OSError:
+            pass
+
+
+def hard_stop(on_hard_stop: Optional[Callable[[], None]] = None) -> None:
+    """Remove the temporary files, tell the user, and end the process with 130 at once."""
+    remove_temporary()
+    try:
+        if _stderr_copy[0] is not None:
+            os.dup2(_stderr_copy[0], 2)
+        if on_hard_stop is not None:
+            on_hard_stop()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # a closed pipe must not keep the process alive
+        pass
+    os._exit(Cancelled.exit_code)

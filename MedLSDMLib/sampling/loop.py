@@ -1,0 +1,48 @@
+"""The reverse process: noise to a clean latent, one stepper step at a time."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple
+
+import torch
+
+from MedLSDMLib.card import SchedulerConfig
+from MedLSDMLib.errors import Cancelled
+from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
+from MedLSDMLib.sampling.guidance import GuidedUNet
+from MedLSDMLib.sampling.steppers import (
+    STEPPERS,
+    Bounds,
+)
+
+
+def sample_latent(
+    model: GuidedUNet,
+    config: SchedulerConfig,
+    shape: Tuple[int, ...],
+    *,
+    sampler: str,
+    steps: int,
+    generator: torch.Generator,
+    progress: Optional[ProgressFn] = None,
+    cancel: Optional[CancelFn] = None,
+    bounds: Optional[Bounds] = None,
+    after_step: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+) -> torch.Tensor:
+    """Run the reverse process from noise drawn with ``generator`` and return the clean latent.
+    ``bounds``: the box the clean-latent estimates of DDIM and DPM-Solver are clamped to.
+    ``after_step(x, t_next)``: replaces the latent after each step (t_next < 0: the clean end), e.g. to
+    keep a known part of it (edit.py's inpainting)."""
+    x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    stepper = STEPPERS[sampler](config, steps, generator, bounds, int(torch.tensor(shape[2:]).prod()))
+    pairs = stepper.pairs()
+    for i, (t, t_next) in enumerate(pairs):
+        if cancel is not None and cancel():
+            raise Cancelled()
+        out = model(x, torch.tensor([t], device=x.device))
+        x = stepper.step(x, out, int(t), int(t_next))
+        if after_step is not None:
+            x = after_step(x, int(t_next))
+        if progress is not None:
+            progress("sample", i + 1, len(pairs))
+    return x

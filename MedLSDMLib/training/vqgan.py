@@ -1,0 +1,268 @@
+"""Stage 1: the VQ-GAN autoencoder — L1 + codebook loss, 3D patch adversarial loss with feature
+matching after a delay, an optional perceptual loss from weights the user provides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+from monai.losses import PatchAdversarialLoss
+from monai.networks.nets import PatchDiscriminator
+from torch.nn.parallel import DistributedDataParallel
+
+from MedLSDMLib.card import IntensityConfig, ModelCard, to_dict
+from MedLSDMLib.errors import InputError, ModelError
+from MedLSDMLib.io.figures import compare_figure
+from MedLSDMLib.models.bundle import AUTOENCODER_FILE, read_bundle_state, save_weights, write_card
+from MedLSDMLib.models.networks import VQGAN
+from MedLSDMLib.training.config import VQGANRun
+from MedLSDMLib.training.data import centre_patch, find_pairs, load_cases, median_range, split_pairs, summary
+from MedLSDMLib.training.trainer import Trainer
+
+
+def perceptual_loss(weights: str) -> torch.nn.Module:
+    """MONAI's 2.5D perceptual loss on a torchvision ResNet-50 whose weights file the user gives."""
+    if not Path(weights).is_file():
+        raise InputError(
+            f"training.perceptual_weights {weights} does not exist: give a ResNet-50 weights file "
+            "or remove the key (the perceptual loss is optional)"
+        )
+    try:
+        from monai.losses import PerceptualLoss
+
+        return PerceptualLoss(
+            spatial_dims=3, network_type="resnet50", is_fake_3d=True, pretrained=True, pretrained_path=weights
+        )
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise InputError(
+            f"the perceptual loss cannot be built from {weights} ({exc}): it needs torchvision "
+            "and a torchvision ResNet-50 state dict"
+        ) from None
+
+
+ENCODER_KEYS = ("vqvae.encoder.", "vqvae.quantizer.")
+
+
+def start_from(model: VQGAN, folder: str, card: ModelCard) -> Dict[str, Any]:
+    """Load the autoencoder weights of bundle ``folder`` into ``model`` where they fit: the encoder and the
+    codebook always (their shapes must agree), the decoder when it is of the same kind. Returns what the
+    model card records about it; InputError when the bundle's labels, spacing or encoder differ."""
+    try:
+        source, state = read_bundle_state(folder, AUTOENCODER_FILE)
+    except ModelError as exc:
+        raise InputError(f"init_from: {exc}") from None
+    if [e.value for e in source.labels] != [e.value for e in card.labels] or tuple(source.spacing) != tuple(
+        card.spacing
+    ):
+        raise InputError(
+            f"init_from {folder}: its labels or spacing differ from model.labels / model.spacing: "
+            "start from a bundle of the same label table and spacing"
+        )
+    mine = model.state_dict()
+    encoder = {k: v for k, v in state.items() if k.startswith(ENCODER_KEYS)}
+    if any(k not in mine or mine[k].shape != v.shape for k, v in encoder.items()) or any(
+        k.startswith(ENCODER_KEYS) and k not in encoder for k in mine
+    ):
+        raise InputError(
+            f"init_from {folder}: its encoder differs from model.autoencoder (channels, num_res_layers, "
+            "num_res_channels, latent_channels, num_embeddings must match)"
+        )
+    same_decoder = source.autoencoder.decoder == card.autoencoder.decoder
+    chosen = {k: v for k, v in state.items() if same_decoder or k.startswith(ENCODER_KEYS)}
+    model.load_state_dict({**mine, **{k: v.float() for k, v in chosen.items()}})
+    return {"bundle": f"{source.name} {source.version}", "decoder": "loaded" if same_decoder else "new"}
+
+
+class VQGANTrainer(Trainer):
+    stage = "vqgan"
+
+    def __init__(self, config: VQGANRun, resume: bool = False, device: str = "auto") -> None:
+        super().__init__(config, resume, device)
+        m, s = config.model, config.training
+        pairs = find_pairs(config.data.pairs)
+        train_pairs, val_pairs = split_pairs(pairs, config.data.validation_fraction, s.seed)
+        self.cases, ranges = load_cases(train_pairs, m.labels, m.spacing, m.orientation, m.intensity)
+        self.val_cases, _ = load_cases(val_pairs, m.labels, m.spacing, m.orientation, m.intensity)
+        low, high = median_range(ranges)
+        intensity = IntensityConfig(**{**to_dict(m.intensity), "low": low, "high": high})
+        self.card = ModelCard(
+            name=m.name,
+            version=m.version,
+            modality=m.modality,
+            description=m.description,
+            labels=m.labels,
+            spacing=m.spacing,
+            orientation=m.orientation,
+            intensity=intensity,
+            autoencoder=m.autoencoder,
+        )
+        self.data_summary = {
+            "training": summary(train_pairs, self.cases),
+            "validation": [p.name for p in val_pairs],
+            "sources": config.data.sources,
+        }
+        if any(p % m.autoencoder.downsample_factor for p in s.patch_size):
+            raise InputError(
+                f"training.patch_size {list(s.patch_size)} must be a multiple of the autoencoder's "
+                f"downsampling factor {m.autoencoder.downsample_factor}"
+            )
+
+        self.model = VQGAN(m.autoencoder, len(m.labels))
+        if config.init_from is not None:
+            self.card.training = {"autoencoder_initialised_from": start_from(self.model, config.init_from, self.card)}
+        if s.freeze_encoder:
+            self.model.freeze_encoder()
+        self.model.to(self.device)
+        self.discriminator = PatchDiscriminator(
+            spatial_dims=3,
+            channels=s.discriminator_channels,
+            in_channels=1,
+            num_layers_d=s.discriminator_layers,
+            norm="INSTANCE",
+        ).to(self.device)
+        self.adversarial = PatchAdversarialLoss(criterion="least_squares")
+        self.perceptual = perceptual_loss(s.perceptual_weights).to(self.device) if s.perceptual_weights else None
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=s.learning_rate, betas=(0.5, 0.9))
+        self.d_optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=s.discriminator_learning_rate, betas=(0.5, 0.9)
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
+        self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
+        self._check_discriminator_fits(s.patch_size)
+        self.open_run()
+        self.train_model = self.model
+        self.train_discriminator = self.discriminator
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            self.train_discriminator = DistributedDataParallel(self.discriminator, device_ids=ids)
+        self.batches = self.make_loader(self.cases, len(m.labels))
+
+    def _check_discriminator_fits(self, patch_size) -> None:
+        try:
+            with torch.no_grad():
+                self.discriminator(torch.zeros(1, 1, *patch_size, device=self.device))
+        except (ValueError, RuntimeError):
+            raise InputError(
+                f"training.patch_size {list(patch_size)} is too small for a discriminator of "
+                f"{self.settings.discriminator_layers} layers: use larger patches or fewer "
+                "discriminator_layers"
+            ) from None
+
+    def _discriminate(self, images: torch.Tensor, module: torch.nn.Module):
+        """Logits and intermediate features, always in fp32: the discriminator is small, and under
+        bf16 autocast on the CPU its logits were seen to turn non-finite now and then."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            outputs = module(images.float().contiguous())
+        return outputs[-1], outputs[:-1]
+
+    def train_step(self, batches: List[Dict[str, torch.Tensor]]) -> Dict[str, float]:
+        s = self.settings
+        adversarial_on = self.step >= s.adversarial_start and s.adversarial_weight > 0
+        totals: Dict[str, float] = {}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        fakes = []
+        for batch in batches:
+            images = batch["image"]
+            with self.autocast():
+                reconstruction, vq_loss = self.train_model(images, batch["label"])
+                reconstruction = reconstruction.float()
+                losses = {"l1": F.l1_loss(reconstruction, images), "vq": vq_loss.float()}
+                if self.perceptual is not None:
+                    losses["perceptual"] = s.perceptual_weight * self.perceptual(reconstruction, images)
+                if adversarial_on:
+                    # the plain module: generator steps need no gradient sync of the discriminator
+                    fake_logits, fake_features = self._discriminate(reconstruction, self.discriminator)
+                    _, real_features = self._discriminate(images, self.discriminator)
+                    losses["adversarial"] = s.adversarial_weight * self.adversarial(
+                        fake_logits, target_is_real=True, for_discriminator=False
+                    )
+                    losses["feature_matching"] = s.feature_matching_weight * sum(
+                        F.l1_loss(f.float(), r.detach().float()) for f, r in zip(fake_features, real_features)
+                    )
+            loss = sum(losses.values()) / len(batches)
+            self.check_finite(losses)
+            self.scaler.scale(loss).backward()
+            fakes.append((images, reconstruction.detach()))
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach()) / len(batches)
+        self.apply_gradients(self.optimizer, self.scaler)
+        self.discriminator.zero_grad(set_to_none=True)
+        if adversarial_on:
+            for images, reconstruction in fakes:
+                fake_logits = self._discriminate(reconstruction, self.train_discriminator)[0]
+                real_logits = self._discriminate(images, self.train_discriminator)[0]
+                d_loss = 0.5 * (
+                    self.adversarial(fake_logits, target_is_real=False, for_discriminator=True)
+                    + self.adversarial(real_logits, target_is_real=True, for_discriminator=True)
+                )
+                self.check_finite({"discriminator": d_loss})
+                self.d_scaler.scale(d_loss / len(fakes)).backward()
+                totals["discriminator"] = totals.get("discriminator", 0.0) + float(d_loss) / len(fakes)
+            self.apply_gradients(self.d_optimizer, self.d_scaler)
+        return totals
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        """Reconstruction L1 and PSNR on the validation cases' central patches; a figure of the first."""
+        self.model.eval()
+        l1, psnr = [], []
+        for index, case in enumerate(self.val_cases):
+            patch = centre_patch(case, self.settings.patch_size)
+            images = patch["image"][None].to(self.device)
+            with self.autocast():
+                reconstruction = self.model(images, patch["label"][None].to(self.device))[0].float().clamp(-1, 1)
+            l1.append(float(F.l1_loss(reconstruction, images)))
+            mse = float(F.mse_loss(reconstruction, images))
+            psnr.append(10 * torch.log10(torch.tensor(4.0 / max(mse, 1e-12))).item())  # data range 2
+            if index == 0 and self.dist.is_main:
+                compare_figure(
+                    self.output / "figures" / f"step_{self.step:06d}.png",
+                    ("real", images[0, 0].cpu().numpy()),
+                    ("reconstruction", reconstruction[0, 0].cpu().numpy()),
+                    patch["label"].numpy(),
+                    self.card.spacing,
+                    title=f"VQ-GAN step {self.step}: {case.name}",
+                )
+        self.model.train()
+        return {"val_l1": sum(l1) / len(l1), "val_psnr": sum(psnr) / len(psnr)}
+
+    def state(self) -> Dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "d_scaler": self.d_scaler.state_dict(),
+        }
+
+    def load_state(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.d_scaler.load_state_dict(state["d_scaler"])
+
+    def write_bundle(self) -> Path:
+        """The autoencoder half of a bundle: model.json + autoencoder.safetensors."""
+        folder = self.output / "bundle"
+        folder.mkdir(exist_ok=True)
+        self.card.weights = {AUTOENCODER_FILE: save_weights(self.model, folder / AUTOENCODER_FILE)}
+        self.card.training = {
+            **self.card.training,
+            "autoencoder": {
+                "steps": self.step,
+                "seconds": round(self.seconds, 1),
+                "world_size": self.dist.world_size,
+                "config": to_dict(self.config),
+                "data": self.data_summary,
+            },
+        }
+        write_card(folder, self.card)
+        return folder
