@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "MedLSDMLib"
 # bottom to top; a module may import from its own layer and those before it
 LAYERS = [
-    ("errors", "card"),
+    ("errors", "card", "protocol"),
     ("runtime",),
     ("io",),
     ("models",),
@@ -24,7 +24,21 @@ LAYERS = [
     ("training",),
     ("cli", "worker", "__main__", "__init__"),
 ]
-TORCH_FREE = ("MedLSDMLib.errors", "MedLSDMLib.card", "MedLSDMLib.io.mapfile", "MedLSDMLib.models.registry")
+# what the Slicer module imports (Testing/Slicer/test_module_files.py: TORCH_FREE_ENGINE, which also
+# keeps numpy and SimpleITK out), and the label and grid code on numpy and SimpleITK beside them
+TORCH_FREE = (
+    "MedLSDMLib.errors",
+    "MedLSDMLib.card",
+    "MedLSDMLib.protocol",
+    "MedLSDMLib.runtime.progress",
+    "MedLSDMLib.io.mapfile",
+    "MedLSDMLib.io.names",
+    "MedLSDMLib.io.grids",
+    "MedLSDMLib.io.labels",
+    "MedLSDMLib.io.geometry",
+    "MedLSDMLib.models.registry",
+    "MedLSDMLib.generation.edit_options",
+)
 
 
 def layer_of(module: str) -> int:

@@ -169,3 +169,34 @@ def test_models_list_end_to_end(registry: Registry) -> None:
     assert result.code == 0, result.err
     assert result.out_lines == ["tiny-brain 0.1.0 (bundled): the bundled test model",
                                 "tiny-download 0.2.0 (available for download): a downloadable test model"]
+
+
+def test_local_model_folder_without_downloading(tmp_path: Path, registry: Registry) -> None:
+    from MedLSDMLib.errors import ModelError
+    from MedLSDMLib.models.registry import local_model_folder
+
+    bundled = registry.resources / "Models" / "tiny-brain"
+    assert local_model_folder("tiny-brain") == bundled
+    assert local_model_folder(None) == bundled  # the first registered model
+    assert local_model_folder(str(tmp_path)) == tmp_path  # a folder is itself
+    assert local_model_folder("tiny-download") is None  # registered, not downloaded
+    assert not registry.cache.exists()
+    with pytest.raises(ModelError, match="tiny-brain, tiny-download"):
+        local_model_folder("tiny-other")
+    shutil.copytree(bundled, registry.cache / "tiny-download-0.2.0")
+    assert local_model_folder("tiny-download") == registry.cache / "tiny-download-0.2.0"
+    shutil.rmtree(bundled)
+    assert local_model_folder("tiny-brain") is None  # missing: resolve_model says so
+
+
+def test_model_classes_from_the_card(tmp_path: Path, bundle_dir: Path) -> None:
+    from MedLSDMLib.errors import ModelError
+    from MedLSDMLib.models.registry import model_classes
+
+    assert model_classes(bundle_dir) == [(0, "background"), (1, "csf"), (2, "grey matter"), (3, "white matter")]
+    with pytest.raises(ModelError, match="model.json"):
+        model_classes(tmp_path)
+    for text in ("{not json", "[1, 2]", '{"name": "x", "labels": [{"value": 0}]}'):
+        (tmp_path / "model.json").write_text(text)
+        with pytest.raises(ModelError, match="does not describe a model"):
+            model_classes(tmp_path)

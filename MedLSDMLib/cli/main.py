@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 from MedLSDMLib import __version__
 from MedLSDMLib.errors import Cancelled, InputError, MedLSDMError
+from MedLSDMLib.protocol import EXIT_CANCELLED, EXIT_DONE, EXIT_FAILED, EXIT_INPUT
 from MedLSDMLib.runtime.hardware import add_precision_option, add_threads_option
 from MedLSDMLib.runtime.interrupt import requested, run_stoppable, signals_ask_to_stop
 from MedLSDMLib.runtime.progress import Reporter, make_reporter
@@ -369,9 +370,9 @@ def main(argv: Optional[List[str]] = None, protocol: bool = False) -> int:
             reporter = make_reporter("json")
             if not str(exc):
                 reporter.log(exc.help_text)
-                return 0
+                return EXIT_DONE
             reporter.error(InputError.kind, f"{exc}: see the options with --help")
-            return InputError.exit_code
+            return EXIT_INPUT
         return _main(args)
 
 
@@ -390,12 +391,12 @@ def _main(args: argparse.Namespace) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         reporter.error(Cancelled.kind, str(Cancelled()))
-        return Cancelled.exit_code
+        return EXIT_CANCELLED
     except Exception as exc:  # anything unforeseen: one line, unless --debug
         if args.debug:
             raise
         reporter.error("internal", f"unexpected {type(exc).__name__}: {exc} (rerun with --debug and report it)")
-        return 1
+        return EXIT_FAILED
     finally:
         reporter.close()
 

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from MedLSDMLib.errors import InputError
+from MedLSDMLib.io.grids import Grid, grid_differences
 
 
 def _direction(image: sitk.Image) -> np.ndarray:
@@ -51,18 +52,16 @@ def working_geometry(
     direction = _direction(sitk.DICOMOrient(image, orientation))
     local = corners(image) @ direction  # coordinates along the working axes
     low, high = local.min(axis=0), local.max(axis=0)
-    spacing = np.asarray(spacing, dtype=float)
-    size = np.maximum(np.ceil((high - low) / spacing - 1e-6), max(minimum, 1)).astype(np.int64)
+    step = np.asarray(spacing, dtype=float)
+    size = np.maximum(np.ceil((high - low) / step - 1e-6), max(minimum, 1)).astype(np.int64)
     padded = ((size + multiple - 1) // multiple) * multiple
     # the grid is centred on the extent; its first voxel centre, in working coordinates:
-    first_centre = (low + high) / 2 - (padded - 1) * spacing / 2
+    first_centre = (low + high) / 2 - (padded - 1) * step / 2
     origin = direction @ first_centre
-    return GridSpec(
-        tuple(int(s) for s in padded),
-        tuple(float(s) for s in spacing),
-        tuple(float(o) for o in origin),
-        tuple(float(d) for d in direction.flatten()),
-    )
+    si, sj, sk = (int(s) for s in padded)
+    xi, xj, xk = (float(s) for s in step)
+    oi, oj, ok = (float(o) for o in origin)
+    return GridSpec((si, sj, sk), (xi, xj, xk), (oi, oj, ok), tuple(float(d) for d in direction.flatten()))
 
 
 def working_grid(
@@ -88,13 +87,12 @@ def check_overlap(classes: sitk.Image, reference: sitk.Image) -> None:
         )
 
 
+def grid_of(image: sitk.Image) -> Grid:
+    """An image's grid as plain numbers (size, spacing, origin, direction), for ``grid_differences``."""
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-6) -> bool:
-    """True when both images have the same size, spacing, origin and direction."""
-    return a.GetSize() == b.GetSize() and all(
-        np.allclose(x, y, atol=tolerance)
-        for x, y in (
-            (a.GetSpacing(), b.GetSpacing()),
-            (a.GetOrigin(), b.GetOrigin()),
-            (a.GetDirection(), b.GetDirection()),
-        )
-    )
+    """True when both images have the same size, spacing, origin and direction (within ``tolerance``
+    plus 1e-5 of each number, as numpy's allclose)."""
+    return not grid_differences(grid_of(a), grid_of(b), tolerance, relative=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Sequence, Union
@@ -12,14 +13,10 @@ import SimpleITK as sitk
 from MedLSDMLib.card import LabelEntry
 from MedLSDMLib.errors import InputError
 from MedLSDMLib.io.mapfile import MapFile, read_map_file
+from MedLSDMLib.io.names import class_index, name_key
 from MedLSDMLib.io.volumes import PathLike, check_volume, is_segmentation_file, read_image, read_segmentation
 
 LabelSource = Union[PathLike, sitk.Image]
-
-
-def _key(name: str) -> str:
-    """Names match ignoring case, spaces, hyphens and underscores."""
-    return re.sub(r"[\s_\-]+", "", name).lower()
 
 
 class LabelTable:
@@ -35,15 +32,8 @@ class LabelTable:
         return ", ".join(f"{e.value}={e.name}" for e in self.entries)
 
     def find(self, text: str) -> Optional[int]:
-        """Class index for a class name or value given as text, or None."""
-        for index, entry in enumerate(self.entries):
-            if _key(entry.name) == _key(text):
-                return index
-        if re.fullmatch(r"-?\d+", text.strip()):
-            for index, entry in enumerate(self.entries):
-                if entry.value == int(text):
-                    return index
-        return None
+        """Class index for a class name or value given as text, or None (see MedLSDMLib.io.names)."""
+        return class_index(text, [(e.value, e.name) for e in self.entries])
 
     def resolve(self, text: str) -> int:
         index = self.find(text)
@@ -120,12 +110,12 @@ def _classes_from_segments(
 ) -> np.ndarray:
     """Class indices by segment name: ``mapping`` (``--map``) over the mapping file's names over ``*``
     over the model's own class names (used only when there is no ``*``)."""
-    by_key = {_key(k): v for k, v in mapping.items() if k != "*"}
-    from_file = {_key(k): v for k, v in (file_names or {}).items() if k != "*"}
+    by_key = {name_key(k): v for k, v in mapping.items() if k != "*"}
+    from_file = {name_key(k): v for k, v in (file_names or {}).items() if k != "*"}
     default = mapping.get("*", (file_names or {}).get("*"))
 
     def target_of(segment: str) -> Optional[int]:
-        target = by_key.get(_key(segment), from_file.get(_key(segment)))
+        target = by_key.get(name_key(segment), from_file.get(name_key(segment)))
         if target is not None:
             return table.resolve(target)
         if default is not None:
@@ -138,7 +128,7 @@ def _classes_from_segments(
             f"segment(s) {', '.join(repr(s) for s in unmatched)} of {name} match no class of the "
             f"model ({table.describe()}): rename them or map them with --map NAME=CLASS"
         )
-    unknown = [k for k in mapping if k != "*" and _key(k) not in {_key(s) for s in masks}]
+    unknown = [k for k in mapping if k != "*" and name_key(k) not in {name_key(s) for s in masks}]
     if unknown:
         raise InputError(
             f"--map names segment(s) {', '.join(unknown)} that {name} does not have: "
@@ -156,7 +146,9 @@ def _classes_from_segments(
                     f"segments {names[other]!r} and {segment!r} of {name} overlap in {count} voxels: the one listed "
                     f"later in the file, {segment!r}, gives their class"
                 )
-        classes[mask] = target_of(segment)
+        target = target_of(segment)
+        assert target is not None  # every segment matched (checked above)
+        classes[mask] = target
         owner[mask] = index
     return classes
 
@@ -181,7 +173,7 @@ def class_image(
     mapping file, see mapfile.py) maps the values or segment names it lists; ``mapping`` overrides it."""
     mapping = dict(mapping or {})
     if map_file is not None and not isinstance(map_file, MapFile):
-        map_file = read_map_file(map_file)
+        map_file = read_map_file(os.fspath(map_file))
     if map_file is not None:
         check_map_file(map_file, table)
     file_values = map_file.values() if map_file is not None else None

@@ -13,9 +13,9 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple, Union
 
-from MedLSDMLib.card import CARD_FILE
+from MedLSDMLib.card import CARD_FILE, ModelCard, from_dict
 from MedLSDMLib.errors import Cancelled, InputError, ModelError
 from MedLSDMLib.runtime import interrupt
 from MedLSDMLib.runtime.progress import ProgressFn
@@ -233,24 +233,56 @@ def _download(entry: ModelEntry, progress: Optional[ProgressFn]) -> Path:
     return target
 
 
-def resolve_model(spec: Optional[str], progress: Optional[ProgressFn] = None) -> Path:
-    """A bundle folder for ``spec``: a folder path, a registry name (downloaded if needed), or
-    None for the registry's first model."""
+def _lookup(spec: Optional[str]) -> Union[Path, ModelEntry]:
+    """``spec`` as a bundle folder path (it exists) or as its registry entry (a name, or None for the
+    first registered model); ModelError when it is neither."""
+    if spec is not None and Path(spec).exists():
+        return Path(spec)
     entries = known_models()
     if spec is None:
         if not entries:
             raise ModelError("no model given and none is installed: pass --model with a bundle folder")
-        entry = entries[0]
-    elif Path(spec).exists():
-        return Path(spec)
-    else:
-        matches = [e for e in entries if e.name == spec]
-        if not matches:
-            names = ", ".join(e.name for e in entries) or "none are registered"
-            raise ModelError(f"model {spec!r} is neither a bundle folder nor a known model ({names})")
-        entry = matches[0]
-    if entry.installed():
-        return entry.local_folder()
-    if entry.path is not None:
-        raise ModelError(f"bundled model {entry.name} is missing from {entry.local_folder()}: reinstall MedLSDM")
-    return _download(entry, progress)
+        return entries[0]
+    matches = [e for e in entries if e.name == spec]
+    if not matches:
+        names = ", ".join(e.name for e in entries) or "none are registered"
+        raise ModelError(f"model {spec!r} is neither a bundle folder nor a known model ({names})")
+    return matches[0]
+
+
+def local_model_folder(spec: Optional[str]) -> Optional[Path]:
+    """The bundle folder of ``spec`` (as ``resolve_model``) when it is on this computer; None when it is
+    registered but not downloaded (or a bundled one is missing: ``resolve_model`` says so)."""
+    found = _lookup(spec)
+    if isinstance(found, Path):
+        return found
+    return found.local_folder() if found.installed() else None
+
+
+def model_classes(folder: Union[str, Path]) -> List[Tuple[int, str]]:
+    """(value, name) of each class of the bundle in ``folder``, from its model card, without loading
+    the networks (torch-free, for the Slicer module)."""
+    card_path = Path(folder) / CARD_FILE
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("it must be a JSON object")
+        card = from_dict(ModelCard, data)
+    except OSError as exc:
+        raise ModelError(f"model {folder} has no readable {CARD_FILE} ({exc.strerror or exc})") from None
+    except (ValueError, TypeError) as exc:  # JSON and card errors are ValueErrors
+        raise ModelError(f"{card_path} does not describe a model this version can load ({exc})") from None
+    return [(entry.value, entry.name) for entry in card.labels]
+
+
+def resolve_model(spec: Optional[str], progress: Optional[ProgressFn] = None) -> Path:
+    """A bundle folder for ``spec``: a folder path, a registry name (downloaded if needed), or
+    None for the registry's first model."""
+    found = _lookup(spec)
+    if isinstance(found, Path):
+        return found
+    if found.installed():
+        return found.local_folder()
+    if found.path is not None:
+        raise ModelError(f"bundled model {found.name} is missing from {found.local_folder()}: reinstall MedLSDM")
+    return _download(found, progress)

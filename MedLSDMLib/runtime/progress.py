@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
+from MedLSDMLib import protocol
 from MedLSDMLib.runtime.interrupt import request as request_stop
 
 if TYPE_CHECKING:
@@ -86,27 +86,27 @@ class TextReporter(Reporter):
 
 
 class JsonReporter(Reporter):
-    """The worker protocol: one JSON object per stdout line (progress, log, done, error)."""
+    """The worker protocol (MedLSDMLib.protocol): one JSON object per stdout line (progress, log, done, error)."""
 
-    def _emit(self, event: Dict[str, Any]) -> None:
+    def _emit(self, event: protocol.Event) -> None:
         try:
-            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.write(protocol.to_line(event) + "\n")
             sys.stdout.flush()
         except (BrokenPipeError, ValueError):  # the reader is gone (closed pipe): nobody wants the result
             _silence_stdout()
             request_stop()
 
     def progress(self, stage: str, step: int, total: int) -> None:
-        self._emit({"type": "progress", "stage": stage, "step": step, "total": total})
+        self._emit(protocol.progress_event(stage, step, total))
 
     def log(self, message: str) -> None:
-        self._emit({"type": "log", "message": message})
+        self._emit(protocol.log_event(message))
 
     def done(self, paths: List[str], seeds: List[int], seconds: float) -> None:
-        self._emit({"type": "done", "path": paths[0], "paths": paths, "seeds": seeds, "seconds": round(seconds, 3)})
+        self._emit(protocol.done_event(paths, seeds, seconds))
 
     def error(self, kind: str, message: str) -> None:
-        self._emit({"type": "error", "kind": kind, "message": message})
+        self._emit(protocol.error_event(kind, message))
         super().error(kind, message)
 
 
