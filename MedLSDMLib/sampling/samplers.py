@@ -8,10 +8,9 @@ out_u + w·(out_c − out_u). ``w = 1`` is the plain conditional model (one pass
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
-from monai.networks.schedulers.scheduler import Scheduler
 
 from MedLSDMLib.card import SchedulerConfig
 from MedLSDMLib.errors import InputError
@@ -73,7 +72,7 @@ def resolve_steps(sampler: str, steps: Optional[int], config: SchedulerConfig) -
     return steps
 
 
-def noise_scheduler(config: SchedulerConfig) -> Scheduler:
+def noise_scheduler(config: SchedulerConfig) -> Union[DDPMScheduler, RFlowScheduler]:
     """The MONAI scheduler of the training noise process (also used by training's add_noise)."""
     if config.kind == "rflow":
         return RFlowScheduler(num_train_timesteps=config.num_train_timesteps, use_discrete_timesteps=False)

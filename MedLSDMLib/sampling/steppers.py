@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Tuple, Type
 
 import torch
+from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
 
 from MedLSDMLib.card import SchedulerConfig
 from MedLSDMLib.sampling.samplers import noise_scheduler
@@ -116,6 +117,7 @@ class AncestralStepper(Stepper):
         return [(t, t - 1) for t in self.scheduler.timesteps.tolist()]
 
     def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
+        assert isinstance(self.scheduler, DDPMScheduler), "the ddpm samplers run on a DDPM noise process"
         return self.scheduler.step(out, int(t), x, generator=self.generator)[0]
 
 
@@ -123,11 +125,13 @@ class RFlowStepper(Stepper):
     """Rectified-flow Euler steps (MONAI's RFlowScheduler, with its resolution-dependent shift)."""
 
     def pairs(self) -> List[Tuple[int, int]]:
+        assert isinstance(self.scheduler, RFlowScheduler), "the rflow sampler runs on a rectified-flow process"
         self.scheduler.set_timesteps(self.steps, device=self.device, input_img_size_numel=self.numel)
         timesteps = self.scheduler.timesteps.tolist()
         return list(zip(timesteps, timesteps[1:] + [0]))
 
     def step(self, x: torch.Tensor, out: torch.Tensor, t: int, t_next: int) -> torch.Tensor:
+        assert isinstance(self.scheduler, RFlowScheduler), "the rflow sampler runs on a rectified-flow process"
         return self.scheduler.step(out, t, x, t_next)[0]
 
 

@@ -189,9 +189,6 @@ class DiffusionRun:
     init_from: Optional[str] = None  # a complete bundle whose UNet (and latent scale) start the run: fine-tuning
 
 
-RunConfig = Union[VQGANRun, DiffusionRun]
-
-
 MAX_CONFIG_NODES = 100_000
 
 

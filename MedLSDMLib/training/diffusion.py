@@ -11,10 +11,9 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
+from monai.networks.schedulers import RFlowScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from MedLSDMLib.card import to_dict
 from MedLSDMLib.errors import InputError, ModelError
 from MedLSDMLib.io.figures import planes_figure
 from MedLSDMLib.models.bundle import (
@@ -32,14 +31,15 @@ from MedLSDMLib.models.networks import build_unet
 from MedLSDMLib.sampling.guidance import GuidedUNet
 from MedLSDMLib.sampling.loop import sample_latent
 from MedLSDMLib.sampling.samplers import default_sampler, noise_scheduler, resolve_steps
-from MedLSDMLib.training.config import DiffusionRun
-from MedLSDMLib.training.data import centre_patch, find_pairs, load_cases, pad_to, split_pairs, summary
+from MedLSDMLib.training.config import DiffusionRun, DiffusionTraining
+from MedLSDMLib.training.data import centre_patch, pad_to
 from MedLSDMLib.training.trainer import Trainer
 from MedLSDMLib.training.vqgan import ENCODER_KEYS
 
 
-class DiffusionTrainer(Trainer):
+class DiffusionTrainer(Trainer[DiffusionTraining]):
     stage = "diffusion"
+    config: DiffusionRun
 
     def __init__(self, config: DiffusionRun, resume: bool = False, device: str = "auto") -> None:
         super().__init__(config, resume, device)
@@ -61,16 +61,8 @@ class DiffusionTrainer(Trainer):
                 f"training.patch_size {list(s.patch_size)} must be a multiple of "
                 f"{self.card.size_multiple} (autoencoder and UNet downsampling)"
             )
-        pairs = find_pairs(config.data.pairs)
-        train_pairs, val_pairs = split_pairs(pairs, config.data.validation_fraction, s.seed)
         c = self.card
-        self.cases, _ = load_cases(train_pairs, c.labels, c.spacing, c.orientation, c.intensity)
-        self.val_cases, _ = load_cases(val_pairs, c.labels, c.spacing, c.orientation, c.intensity)
-        self.data_summary = {
-            "training": summary(train_pairs, self.cases),
-            "validation": [p.name for p in val_pairs],
-            "sources": config.data.sources,
-        }
+        self.load_data(c.labels, c.spacing, c.orientation, c.intensity)
         self.num_classes = len(c.labels)
         self.factor = c.autoencoder.downsample_factor
 
@@ -84,12 +76,8 @@ class DiffusionTrainer(Trainer):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
         if not resume and config.init_from is None:
             self.card.latent_scale = self.measure_latent_scale()
-        self.open_run()
-        self.train_unet = self.unet
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_unet = DistributedDataParallel(self.unet, device_ids=ids)
-        self.batches = self.make_loader(self.cases, self.num_classes)
+        self.ready(self.num_classes)
+        self.train_unet = self.parallel(self.unet)
 
     def start_from(self, folder: str) -> Dict[str, Any]:
         """Fine-tuning: the UNet weights and latent scale of bundle ``folder``, whose UNet must be the one
@@ -135,14 +123,14 @@ class DiffusionTrainer(Trainer):
         return float(1.0 / torch.cat(latents).std().clamp_min(1e-6))
 
     def _targets(self, latent: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        if self.card.scheduler.kind == "rflow":
+        if isinstance(self.scheduler, RFlowScheduler):  # scheduler.kind rflow
             return latent - noise
         if self.card.scheduler.prediction_type == "v_prediction":
             return self.scheduler.get_velocity(latent, noise, timesteps)
         return noise
 
     def _timesteps(self, latent: torch.Tensor) -> torch.Tensor:
-        if self.card.scheduler.kind == "rflow":
+        if isinstance(self.scheduler, RFlowScheduler):
             return self.scheduler.sample_timesteps(latent)
         return torch.randint(0, self.card.scheduler.num_train_timesteps, (latent.shape[0],), device=latent.device)
 
@@ -252,15 +240,6 @@ class DiffusionTrainer(Trainer):
             AUTOENCODER_FILE: sha256(folder / AUTOENCODER_FILE),
             DIFFUSION_FILE: save_weights(self.ema.module, folder / DIFFUSION_FILE),
         }
-        self.card.training = {
-            **self.card.training,
-            "diffusion": {
-                "steps": self.step,
-                "seconds": round(self.seconds, 1),
-                "world_size": self.dist.world_size,
-                "config": to_dict(self.config),
-                "data": self.data_summary,
-            },
-        }
+        self.card.training = {**self.card.training, "diffusion": self.record()}
         write_card(folder, self.card)
         return folder

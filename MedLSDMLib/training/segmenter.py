@@ -11,9 +11,8 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
-from torch.nn.parallel import DistributedDataParallel
 
-from MedLSDMLib.card import IntensityConfig, LabelEntry, to_dict
+from MedLSDMLib.card import IntensityConfig, LabelEntry
 from MedLSDMLib.errors import InputError
 from MedLSDMLib.evaluation.dice import dice_per_class, mean_defined
 from MedLSDMLib.evaluation.segmenter import (
@@ -25,7 +24,6 @@ from MedLSDMLib.evaluation.segmenter import (
 )
 from MedLSDMLib.io.figures import planes_figure
 from MedLSDMLib.training.config import AugmentConfig, DataConfig, TrainingCommon
-from MedLSDMLib.training.data import find_pairs, load_cases, split_pairs, summary
 from MedLSDMLib.training.trainer import Trainer
 
 
@@ -50,21 +48,19 @@ class SegmenterRun:
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-class SegmenterTrainer(Trainer):
+class SegmenterTrainer(Trainer[TrainingCommon]):
     stage = "segmenter"
+    config: SegmenterRun
 
     def __init__(self, config: SegmenterRun, resume: bool = False, device: str = "auto") -> None:
-        super().__init__(config, resume, device)  # type: ignore[arg-type]
+        super().__init__(config, resume, device)
         m, s = config.model, config.training
         if any(p % m.network.downsample_factor for p in s.patch_size):
             raise InputError(
                 f"training.patch_size {list(s.patch_size)} must be a multiple of the network's "
                 f"downsampling factor {m.network.downsample_factor} (the product of its strides)"
             )
-        pairs = find_pairs(config.data.pairs)
-        train_pairs, val_pairs = split_pairs(pairs, config.data.validation_fraction, s.seed)
-        self.cases, _ = load_cases(train_pairs, m.labels, m.spacing, m.orientation, m.intensity)
-        self.val_cases, _ = load_cases(val_pairs, m.labels, m.spacing, m.orientation, m.intensity)
+        self.load_data(m.labels, m.spacing, m.orientation, m.intensity)
         self.card = SegmenterCard(
             name=m.name,
             labels=m.labels,
@@ -74,22 +70,13 @@ class SegmenterTrainer(Trainer):
             network=m.network,
             patch_size=s.patch_size,
         )
-        self.data_summary = {
-            "training": summary(train_pairs, self.cases),
-            "validation": [p.name for p in val_pairs],
-            "sources": config.data.sources,
-        }
         self.num_classes = len(m.labels)
         self.net = build_network(m.network, self.num_classes).to(self.device)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=s.learning_rate, weight_decay=1e-4)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
-        self.open_run()
-        self.train_net = self.net
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_net = DistributedDataParallel(self.net, device_ids=ids)
-        self.batches = self.make_loader(self.cases, self.num_classes)
+        self.ready(self.num_classes)
+        self.train_net = self.parallel(self.net)
 
     def train_step(self, batches: List[Dict[str, torch.Tensor]]) -> Dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -142,11 +129,5 @@ class SegmenterTrainer(Trainer):
 
     def write_bundle(self) -> Path:
         """The segmenter folder: segmenter.safetensors and segmenter.json."""
-        self.card.training = {
-            "steps": self.step,
-            "seconds": round(self.seconds, 1),
-            "world_size": self.dist.world_size,
-            "config": to_dict(self.config),
-            "data": self.data_summary,
-        }
+        self.card.training = self.record()
         return save_segmenter(self.output / "segmenter", self.card, self.net)

@@ -11,20 +11,34 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    Generic,
+    Iterator,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 import torch
 from monai.data import set_track_meta
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
-from MedLSDMLib.card import to_dict
+from MedLSDMLib.card import IntensityConfig, LabelEntry, to_dict
 from MedLSDMLib.errors import Cancelled, InputError, MedLSDMError, ModelError
 from MedLSDMLib.io.preprocess import Case
 from MedLSDMLib.runtime.hardware import choose_precision, describe_run
 from MedLSDMLib.runtime.interrupt import staged_file
-from MedLSDMLib.training.config import RunConfig
-from MedLSDMLib.training.data import PatchDataset
+from MedLSDMLib.training.config import AugmentConfig, DataConfig, TrainingCommon
+from MedLSDMLib.training.data import PatchDataset, find_pairs, load_cases, split_pairs, summary
 from MedLSDMLib.training.distributed import Distributed, setup
 
 CHECKPOINT = "checkpoint.pt"
@@ -32,7 +46,22 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".medlsdm-run.lock"
 # what a run writes before its first checkpoint: a run killed then (kill -9) may simply start again
 EARLY_FILES = {RUN_FILE, "figures", "metrics.csv", "tensorboard", LOCK_FILE}
-PARTIAL_CHECKPOINT = re.compile(r"\.checkpoint\.partial-\d+\.pt")  # interrupt.staged_file's name of one being written
+# interrupt.staged_file's names of a checkpoint or run.json being written
+PARTIAL_CHECKPOINT = re.compile(r"\.(checkpoint\.partial-\d+\.pt|run\.partial-\d+\.json)")
+
+Settings = TypeVar("Settings", bound=TrainingCommon)
+Settings_co = TypeVar("Settings_co", bound=TrainingCommon, covariant=True)
+
+
+class RunConfig(Protocol[Settings_co]):
+    """What every stage's config has (VQGANRun, DiffusionRun, SegmenterRun): the trainer reads these."""
+
+    output: str
+    data: DataConfig
+    augmentation: AugmentConfig
+
+    @property
+    def training(self) -> Settings_co: ...
 
 
 class RunLock:
@@ -125,16 +154,18 @@ def _comparable(config: Dict[str, Any]) -> Dict[str, Any]:
     return config
 
 
-class Trainer:
-    """The step loop: each step takes ``grad_accumulation`` batches; a subclass does the maths
-    (``train_step``), validation, its state for checkpoints, and the bundle."""
+class Trainer(Generic[Settings]):
+    """What every stage shares: the run folder, the data (``load_data``), DDP wrapping (``parallel``),
+    the step loop, checkpoints, logs and the training record (``record``). Each step takes
+    ``grad_accumulation`` batches; a subclass does the maths (``train_step``), validation, its state for
+    checkpoints, and the bundle. Its ``__init__`` builds the networks, then calls ``ready``."""
 
     stage = "stage"
 
-    def __init__(self, config: RunConfig, resume: bool = False, device: str = "auto") -> None:
+    def __init__(self, config: RunConfig[Settings], resume: bool = False, device: str = "auto") -> None:
         set_track_meta(False)  # plain tensors out of MONAI transforms
         self.config = config
-        self.settings = config.training
+        self.settings: Settings = config.training
         self.output = Path(config.output)
         self.dist: Distributed = setup(device)
         self.device = self.dist.device
@@ -146,14 +177,61 @@ class Trainer:
         self.skipped_in_a_row = 0
         self.seconds = 0.0
         self.resume = resume
+        self.cases: List[Case] = []
+        self.val_cases: List[Case] = []
+        self.data_summary: Dict[str, Any] = {}
+        self.batches: Iterator[Dict[str, torch.Tensor]] = iter(())
+        self._tensorboard: Optional[Any] = None
         self._check_run_folder()
         torch.manual_seed(self.settings.seed + self.dist.rank)
+
+    # -- set-up shared by the stages ----------------------------------------------------
+    def load_data(
+        self, labels: List[LabelEntry], spacing: Sequence[float], orientation: str, intensity: IntensityConfig
+    ) -> List[Tuple[float, float]]:
+        """Find the image/label pairs of ``config.data``, split them, and preprocess both sets onto the
+        model's labels, spacing, orientation and intensity (``cases``, ``val_cases``, ``data_summary``).
+        Returns the training images' intensity ranges."""
+        pairs = find_pairs(self.config.data.pairs)
+        train_pairs, val_pairs = split_pairs(pairs, self.config.data.validation_fraction, self.settings.seed)
+        self.cases, ranges = load_cases(train_pairs, labels, spacing, orientation, intensity)
+        self.val_cases, _ = load_cases(val_pairs, labels, spacing, orientation, intensity)
+        self.data_summary = {
+            "training": summary(train_pairs, self.cases),
+            "validation": [p.name for p in val_pairs],
+            "sources": self.config.data.sources,
+        }
+        return ranges
+
+    def ready(self, num_classes: int) -> None:
+        """Once the networks are built: open the run folder (or load the checkpoint to resume) and start
+        the batches of ``num_classes`` one-hot labels."""
+        self.open_run()
+        self.batches = self.make_loader(self.cases, num_classes)
+
+    def parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` for the training steps: wrapped in DistributedDataParallel under torchrun (gradients
+        synchronised), itself when the run is alone."""
+        if not self.dist.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
+
+    def record(self) -> Dict[str, Any]:
+        """What the model card keeps about this training: steps, time, processes, config and data."""
+        return {
+            "steps": self.step,
+            "seconds": round(self.seconds, 1),
+            "world_size": self.dist.world_size,
+            "config": to_dict(self.config),
+            "data": self.data_summary,
+        }
 
     # -- run folder -----------------------------------------------------------------
     def _check_run_folder(self) -> None:
         """Refuse to start over another run, or to resume a run of another config (nothing written)."""
         run_file, checkpoint = self.output / RUN_FILE, self.output / CHECKPOINT
-        record = {"stage": self.stage, "config": to_dict(self.config)}
+        config = to_dict(self.config)
         if self.output.exists() and not self.output.is_dir():
             raise InputError(f"output {self.output} is a file, not a folder: set output in the config to a folder")
         names = {p.name for p in self.output.iterdir()} if self.output.is_dir() else set()
@@ -170,9 +248,7 @@ class Trainer:
                 raise InputError(f"--resume: {self.output} holds no checkpoint of a run to continue")
             try:
                 previous = json.loads(run_file.read_text(encoding="utf-8"))
-                same = previous.get("stage") == self.stage and _comparable(previous["config"]) == _comparable(
-                    record["config"]
-                )
+                same = previous.get("stage") == self.stage and _comparable(previous["config"]) == _comparable(config)
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise InputError(f"--resume: {run_file} is damaged: start the run again in another folder") from None
             if not same:
@@ -206,7 +282,8 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / "figures").mkdir(exist_ok=True)
             record = {"stage": self.stage, "config": to_dict(self.config)}
-            (self.output / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            with staged_file(self.output / RUN_FILE) as temporary:
+                temporary.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         self.dist.barrier()
 
     # -- data -------------------------------------------------------------------------
@@ -222,6 +299,7 @@ class Trainer:
             per_epoch,
             seed=s.seed + 1000 * self.dist.rank + self.step,
         )
+        sampler: Sampler[int]
         if self.dist.enabled:
             sampler = DistributedSampler(dataset, self.dist.world_size, self.dist.rank, seed=s.seed)
         else:
@@ -236,7 +314,7 @@ class Trainer:
             epoch += 1
 
     # -- precision --------------------------------------------------------------------
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> ContextManager[Any]:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
@@ -346,7 +424,6 @@ class Trainer:
                 self._tensorboard.add_scalar(f"{self.stage}/{key}", value, self.step)
 
     def _open_tensorboard(self) -> None:
-        self._tensorboard = None
         if self.dist.is_main:
             with contextlib.suppress(ImportError):
                 from torch.utils.tensorboard import SummaryWriter
@@ -355,7 +432,11 @@ class Trainer:
 
     @classmethod
     def run(
-        cls, config: RunConfig, resume: bool = False, device: str = "auto", cancel: Optional[Callable[[], bool]] = None
+        cls,
+        config: Any,
+        resume: bool = False,
+        device: str = "auto",
+        cancel: Optional[Callable[[], bool]] = None,
     ) -> Path:
         """Lock the run folder, build the trainer, train, and leave the process group however it ends."""
         with RunLock(Path(config.output), enabled=int(os.environ.get("RANK", "0")) == 0):

@@ -4,21 +4,20 @@ matching after a delay, an optional perceptual loss from weights the user provid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
-from torch.nn.parallel import DistributedDataParallel
 
 from MedLSDMLib.card import IntensityConfig, ModelCard, to_dict
 from MedLSDMLib.errors import InputError, ModelError
 from MedLSDMLib.io.figures import compare_figure
 from MedLSDMLib.models.bundle import AUTOENCODER_FILE, read_bundle_state, save_weights, write_card
 from MedLSDMLib.models.networks import VQGAN
-from MedLSDMLib.training.config import VQGANRun
-from MedLSDMLib.training.data import centre_patch, find_pairs, load_cases, median_range, split_pairs, summary
+from MedLSDMLib.training.config import VQGANRun, VQGANTraining
+from MedLSDMLib.training.data import centre_patch, median_range
 from MedLSDMLib.training.trainer import Trainer
 
 
@@ -75,16 +74,14 @@ def start_from(model: VQGAN, folder: str, card: ModelCard) -> Dict[str, Any]:
     return {"bundle": f"{source.name} {source.version}", "decoder": "loaded" if same_decoder else "new"}
 
 
-class VQGANTrainer(Trainer):
+class VQGANTrainer(Trainer[VQGANTraining]):
     stage = "vqgan"
+    config: VQGANRun
 
     def __init__(self, config: VQGANRun, resume: bool = False, device: str = "auto") -> None:
         super().__init__(config, resume, device)
         m, s = config.model, config.training
-        pairs = find_pairs(config.data.pairs)
-        train_pairs, val_pairs = split_pairs(pairs, config.data.validation_fraction, s.seed)
-        self.cases, ranges = load_cases(train_pairs, m.labels, m.spacing, m.orientation, m.intensity)
-        self.val_cases, _ = load_cases(val_pairs, m.labels, m.spacing, m.orientation, m.intensity)
+        ranges = self.load_data(m.labels, m.spacing, m.orientation, m.intensity)
         low, high = median_range(ranges)
         intensity = IntensityConfig(**{**to_dict(m.intensity), "low": low, "high": high})
         self.card = ModelCard(
@@ -98,11 +95,6 @@ class VQGANTrainer(Trainer):
             intensity=intensity,
             autoencoder=m.autoencoder,
         )
-        self.data_summary = {
-            "training": summary(train_pairs, self.cases),
-            "validation": [p.name for p in val_pairs],
-            "sources": config.data.sources,
-        }
         if any(p % m.autoencoder.downsample_factor for p in s.patch_size):
             raise InputError(
                 f"training.patch_size {list(s.patch_size)} must be a multiple of the autoencoder's "
@@ -132,16 +124,11 @@ class VQGANTrainer(Trainer):
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
         self.d_scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.name == "fp16")
         self._check_discriminator_fits(s.patch_size)
-        self.open_run()
-        self.train_model = self.model
-        self.train_discriminator = self.discriminator
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-            self.train_discriminator = DistributedDataParallel(self.discriminator, device_ids=ids)
-        self.batches = self.make_loader(self.cases, len(m.labels))
+        self.ready(len(m.labels))
+        self.train_model = self.parallel(self.model)
+        self.train_discriminator = self.parallel(self.discriminator)
 
-    def _check_discriminator_fits(self, patch_size) -> None:
+    def _check_discriminator_fits(self, patch_size: Tuple[int, int, int]) -> None:
         try:
             with torch.no_grad():
                 self.discriminator(torch.zeros(1, 1, *patch_size, device=self.device))
@@ -152,7 +139,7 @@ class VQGANTrainer(Trainer):
                 "discriminator_layers"
             ) from None
 
-    def _discriminate(self, images: torch.Tensor, module: torch.nn.Module):
+    def _discriminate(self, images: torch.Tensor, module: torch.nn.Module) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Logits and intermediate features, always in fp32: the discriminator is small, and under
         bf16 autocast on the CPU its logits were seen to turn non-finite now and then."""
         with torch.autocast(device_type=self.device.type, enabled=False):
@@ -254,15 +241,6 @@ class VQGANTrainer(Trainer):
         folder = self.output / "bundle"
         folder.mkdir(exist_ok=True)
         self.card.weights = {AUTOENCODER_FILE: save_weights(self.model, folder / AUTOENCODER_FILE)}
-        self.card.training = {
-            **self.card.training,
-            "autoencoder": {
-                "steps": self.step,
-                "seconds": round(self.seconds, 1),
-                "world_size": self.dist.world_size,
-                "config": to_dict(self.config),
-                "data": self.data_summary,
-            },
-        }
+        self.card.training = {**self.card.training, "autoencoder": self.record()}
         write_card(folder, self.card)
         return folder
