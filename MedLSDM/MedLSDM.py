@@ -20,8 +20,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
-from MedLSDMSlicer.logic import (DEFAULT_MARGIN, GenerationError, GenerationLogic, GenerationTask, Geometry, knownModels,
-                                 modelClasses, modelFolder, resourcesFolder, sameNode)
+from MedLSDMSlicer.logic import (DEFAULT_MARGIN, GenerationError, GenerationLogic, GenerationTask, Geometry,
+                                 knownModels, modelClasses, resourcesFolder, sameNode)
 
 # The engine's requirements other than PyTorch (numpy and SimpleITK come with Slicer: never reinstalled).
 REQUIREMENTS = ["monai>=1.5", "einops>=0.6", "scipy>=1.7", "safetensors>=0.4", "slicerio>=1.0", "tqdm>=4.60",
@@ -274,16 +274,9 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._log(str(exc))
             return
         for entry in entries:
-            if not isinstance(entry, dict) or not entry.get("name"):
-                self._log(f"Models.json has an entry without a name, skipped: {entry}")
-                continue
-            name = str(entry.get("name"))
-            try:
-                state = "installed" if modelFolder(name) is not None else "downloaded on first use"
-            except GenerationError:
-                state = "unavailable"
-            combo.addItem(f"{name} {entry.get('version', '')} ({state})", name)
-            combo.setItemData(combo.count - 1, str(entry.get("description", "")), qt.Qt.ToolTipRole)
+            state = "installed" if entry.installed() else "downloaded on first use"
+            combo.addItem(f"{entry.name} {entry.version} ({state})", entry.name)
+            combo.setItemData(combo.count - 1, entry.description, qt.Qt.ToolTipRole)
 
     def _selectModel(self, model: str) -> None:
         combo = self.ui.modelComboBox
@@ -695,7 +688,7 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         self.delayDisplay("Generating with the first model of Models.json")
-        model = str(knownModels()[0]["name"])
+        model = knownModels()[0].name
         reference = self._referenceVolume()
         segmentation, _ = self._tissues(reference, model)
 
@@ -712,7 +705,7 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
         import numpy as np
 
         self.delayDisplay("Editing a region of a scan with the first model of Models.json")
-        model = str(knownModels()[0]["name"])
+        model = knownModels()[0].name
         reference = self._referenceVolume()
         real = slicer.util.arrayFromVolume(reference).copy()
         segmentation, radius = self._tissues(reference, model)
@@ -738,6 +731,6 @@ class MedLSDMTest(ScriptedLoadableModuleTest):
         reference = self._referenceVolume()
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Nothing")
         with self.assertRaises(GenerationError) as raised:
-            MedLSDMLogic().generate(segmentation, reference, model=str(knownModels()[0]["name"]))
+            MedLSDMLogic().generate(segmentation, reference, model=knownModels()[0].name)
         self.assertIn("Nothing has no segments", str(raised.exception))
         self.delayDisplay("Empty segmentation reported")

@@ -1,12 +1,12 @@
 """Generation from Slicer segmentations: export onto the reference grid, the worker process, and
 loading the results back with their geometry checked.
 
-The engine (MedLSDMLib) runs only in the worker process, so this module imports neither torch nor
-MedLSDMLib. It works in Slicer and on the MRML classes of the ``slicer-core`` package.
+The engine (MedLSDMLib) runs in the worker process; this module imports only its torch-free modules
+(see engine.py): the worker protocol, the model registry, label names, grid comparison, the mapping-file
+parser and the edit options. It works in Slicer and on the MRML classes of the ``slicer-core`` package.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -20,7 +20,21 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import slicer
 import vtk
 
-from .process import EXIT_CANCELLED, Event, WorkerProcess
+from .engine import GenerationError, engineFolder, useEngine
+from .process import Event, WorkerProcess
+
+useEngine()
+# the engine's torch-free modules (Testing/Slicer/test_module_files.py: TORCH_FREE_ENGINE)
+from MedLSDMLib import protocol  # noqa: E402
+from MedLSDMLib.errors import InputError, MedLSDMError  # noqa: E402
+from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN  # noqa: E402
+from MedLSDMLib.io.grids import grid_differences  # noqa: E402
+from MedLSDMLib.io.mapfile import read_map_file  # noqa: E402
+from MedLSDMLib.io.names import class_index, name_key  # noqa: E402
+from MedLSDMLib.models.registry import (ModelEntry, known_models, local_model_folder, model_classes,  # noqa: E402
+                                        resources_dir)
+
+__all__ = ["DEFAULT_MARGIN", "GenerationError", "engineFolder"]  # re-exported for MedLSDM.py
 
 PathLike = Union[str, "os.PathLike[str]"]
 ProgressCallback = Callable[[str, int, int], None]
@@ -28,73 +42,40 @@ LogCallback = Callable[[str], None]
 DEVICES = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
 GEOMETRY_TOLERANCE = 1e-4  # mm for spacing and origin, and for the direction cosines
 POLL_INTERVAL_MS = 100
-WORKER_EXIT_MESSAGES = {2: "the input cannot be used", 3: "the model is missing or damaged",
-                        4: "out of memory: crop the segmentation or choose the CPU"}
 LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 EDIT_SNAPSHOT_REFERENCE = "MedLSDMEditOriginal"  # segmentation -> its copy taken by startEditing
 VARIABILITY_REFERENCE = "MedLSDMVariability"  # edited volume -> its standard-deviation map
-DEFAULT_MARGIN = 4.0  # mm over which a regenerated region fades into the real image (the engine's default)
-
-
-class GenerationError(Exception):
-    """A generation that could not be done; the message says what is wrong and what to do."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Where the engine and its resources are
+# The models (the engine's registry)
 # ---------------------------------------------------------------------------------------------
-
-def _searchFolders() -> List[Path]:
-    """Installed, MedLSDMLib/ and Resources/ lie beside the module's files; in the source tree,
-    one folder up (the module is MedLSDM/MedLSDM.py there)."""
-    moduleFolder = Path(__file__).resolve().parents[1]
-    return [moduleFolder, moduleFolder.parent]
-
-
-def engineFolder() -> Path:
-    """The folder that holds the MedLSDMLib package."""
-    for folder in _searchFolders():
-        if (folder / "MedLSDMLib" / "worker.py").is_file():
-            return folder
-    raise GenerationError("the MedLSDM engine (MedLSDMLib) was not found beside the module: reinstall MedLSDM")
-
 
 def resourcesFolder() -> Path:
-    """The Resources folder (UI, icons, Models.json, examples, the bundled model)."""
-    for folder in _searchFolders():
-        if (folder / "Resources" / "Models.json").is_file():
-            return folder / "Resources"
-    raise GenerationError("Resources/Models.json was not found beside the module: reinstall MedLSDM")
+    """The Resources folder (UI, icons, Models.json, examples, the bundled model), as the engine finds it."""
+    folder = resources_dir()
+    if not (folder / "Models.json").is_file():
+        raise GenerationError(f"{folder / 'Models.json'} was not found beside the module: reinstall MedLSDM")
+    return folder
 
 
-def knownModels() -> List[Dict[str, Any]]:
+def knownModels() -> List[ModelEntry]:
     """The entries of Resources/Models.json (name, version, description, path or url)."""
-    registry = resourcesFolder() / "Models.json"
+    resourcesFolder()
     try:
-        return list(json.loads(registry.read_text(encoding="utf-8")).get("models", []))
-    except (OSError, ValueError, AttributeError) as exc:
-        raise GenerationError(f"{registry} is not a valid model registry ({exc}): reinstall MedLSDM") from None
+        return known_models()
+    except MedLSDMError as exc:
+        raise GenerationError(str(exc)) from None
 
 
 def modelFolder(model: Optional[str]) -> Optional[Path]:
     """The local bundle folder of ``model`` (a folder, a registered name, or None for the first
     registered model), or None when it is registered but not downloaded yet."""
-    if model is not None and Path(model).is_dir():
-        return Path(model)
-    entries = knownModels()
-    if model is None and not entries:
-        raise GenerationError("no model is registered in Resources/Models.json: choose a model bundle folder")
-    matches = entries[:1] if model is None else [e for e in entries if e.get("name") == model]
-    if not matches:
-        names = ", ".join(str(e.get("name")) for e in entries) or "none are registered"
-        raise GenerationError(f"model {model!r} is neither a bundle folder nor a known model ({names})")
-    entry = matches[0]
-    if entry.get("path"):
-        folder = resourcesFolder() / entry["path"]
-    else:
-        home = Path(os.environ.get("MEDLSDM_HOME", Path.home() / ".medlsdm"))
-        folder = home / "models" / f"{entry.get('name')}-{entry.get('version', '')}"
-    return folder if (folder / "model.json").is_file() else None
+    resourcesFolder()
+    try:
+        return local_model_folder(model)
+    except MedLSDMError as exc:
+        raise GenerationError(str(exc)) from None
 
 
 def modelClasses(model: Optional[str]) -> Optional[List[Tuple[int, str]]]:
@@ -104,10 +85,9 @@ def modelClasses(model: Optional[str]) -> Optional[List[Tuple[int, str]]]:
     if folder is None:
         return None
     try:
-        card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        return [(int(entry["value"]), str(entry["name"])) for entry in card["labels"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise GenerationError(f"model {folder} has no readable label table in model.json ({exc})") from None
+        return model_classes(folder)
+    except MedLSDMError as exc:
+        raise GenerationError(str(exc)) from None
 
 
 def sameNode(a: Any, b: Any) -> bool:
@@ -115,21 +95,10 @@ def sameNode(a: Any, b: Any) -> bool:
     return a is not None and b is not None and a.GetID() == b.GetID()
 
 
-def _key(name: str) -> str:
-    """Segment and class names match ignoring case, spaces, hyphens and underscores (as the engine)."""
-    return re.sub(r"[\s_\-]+", "", name).lower()
-
-
 def mapFileTargets(mapFile: PathLike) -> Dict[str, str]:
     """Segment name (and ``*``) → model class from a mapping file (a path, or a table shipped in
     Resources/Mappings such as ``freesurfer_tissue``), read by the engine's own parser: its torch-free
     ``mapfile`` module, the one the worker uses."""
-    folder = str(engineFolder())
-    if folder not in sys.path:
-        sys.path.append(folder)
-    from MedLSDMLib.errors import InputError
-    from MedLSDMLib.io.mapfile import read_map_file
-
     try:
         return read_map_file(mapFile).names()
     except InputError as exc:
@@ -137,15 +106,10 @@ def mapFileTargets(mapFile: PathLike) -> Dict[str, str]:
 
 
 def findClass(text: str, classes: Sequence[Tuple[int, str]]) -> Optional[int]:
-    """The class value that a class name (or a value written as text) names, or None."""
-    for value, name in classes:
-        if _key(name) == _key(text):
-            return value
-    if re.fullmatch(r"-?\d+", text.strip()):
-        for value, _ in classes:
-            if value == int(text):
-                return value
-    return None
+    """The class value that a class name (or a value written as text) names, or None (the engine's rule:
+    names match ignoring case, spaces, hyphens and underscores)."""
+    index = class_index(text, classes)
+    return None if index is None else classes[index][0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,16 +134,9 @@ class Geometry:
                    directions)
 
     def differences(self, other: "Geometry") -> List[str]:
-        """What differs from ``other`` beyond GEOMETRY_TOLERANCE, in words."""
-        found = []
-        if self.dimensions != other.dimensions:
-            found.append(f"size {self.dimensions} instead of {other.dimensions}")
-        for what, mine, theirs in (("spacing", self.spacing, other.spacing), ("origin", self.origin, other.origin),
-                                   ("directions", self.directions, other.directions)):
-            if any(abs(a - b) > GEOMETRY_TOLERANCE for a, b in zip(mine, theirs)):
-                found.append(f"{what} {tuple(round(v, 6) for v in mine)} instead of "
-                             f"{tuple(round(v, 6) for v in theirs)}")
-        return found
+        """What differs from ``other`` beyond GEOMETRY_TOLERANCE, in words (the engine's comparison)."""
+        return grid_differences((self.dimensions, self.spacing, self.origin, self.directions),
+                                (other.dimensions, other.spacing, other.origin, other.directions), GEOMETRY_TOLERANCE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,15 +278,15 @@ class GenerationLogic:
             if name not in names:
                 names.append(name)
         mapping = dict(mapping or {})
-        byKey = {_key(k): v for k, v in mapping.items()}
-        unknown = [k for k in mapping if _key(k) not in {_key(n) for n in names}]
+        byKey = {name_key(k): v for k, v in mapping.items()}
+        unknown = [k for k in mapping if name_key(k) not in {name_key(n) for n in names}]
         if unknown:
             raise GenerationError(f"the mapping names segment(s) {', '.join(map(repr, unknown))} that "
                                   f"{segmentationNode.GetName()} does not have: its segments are {', '.join(names)}")
         classes = modelClasses(model)
         values = {name: index + 1 for index, name in enumerate(names)}
-        byFile = {_key(k) if k != "*" else k: v for k, v in (mapFileTargets(mapFile) if mapFile else {}).items()}
-        targets = {name: byKey.get(_key(name), byFile.get(_key(name), byFile.get("*", name))) for name in names}
+        byFile = {name_key(k) if k != "*" else k: v for k, v in (mapFileTargets(mapFile) if mapFile else {}).items()}
+        targets = {name: byKey.get(name_key(name), byFile.get(name_key(name), byFile.get("*", name))) for name in names}
         if classes is None:
             return values, [f"{values[n]}={targets[n]}" for n in names]
         found = {name: findClass(targets[name], classes) for name in names}
@@ -469,18 +426,18 @@ class GenerationLogic:
         """One label value per segment name over both segmentations (a segment removed by the edit
         keeps its value), and the worker's ``--map VALUE=CLASS`` arguments."""
         values, mapArgs = self.labelValues(edited, editedIds, model, mapping, mapFile)
-        known = {_key(name) for name in values}
+        known = {name_key(name) for name in values}
         originalNames = {original.GetSegmentation().GetSegment(i).GetName() for i in originalIds}
-        if any(_key(name) not in known for name in originalNames):
+        if any(name_key(name) not in known for name in originalNames):
             restricted = {k: v for k, v in (mapping or {}).items()
-                          if _key(k) in {_key(n) for n in originalNames}}
+                          if name_key(k) in {name_key(n) for n in originalNames}}
             originalValues, originalArgs = self.labelValues(original, originalIds, model, restricted, mapFile)
             classes = {name: arg.split("=", 1)[1] for name, arg in zip(originalValues, originalArgs)}
             for name in originalValues:
-                if _key(name) not in known:
+                if name_key(name) not in known:
                     values[name] = max(values.values()) + 1
                     mapArgs.append(f"{values[name]}={classes[name]}")
-                    known.add(_key(name))
+                    known.add(name_key(name))
         return values, mapArgs
 
     def changedRegion(self, volumeNode: Any, segmentationNode: Any, originalSegmentation: Any = None) -> Any:
@@ -775,7 +732,7 @@ class GenerationLogic:
         process = job.task.process
         assert process is not None
         code = process.returncode
-        if process.cancelRequested or code == EXIT_CANCELLED:
+        if process.cancelRequested or code == protocol.EXIT_CANCELLED:
             self._finish(job, "cancelled", "cancelled; nothing was generated")
         elif code != 0 or job.doneEvent is None:
             if job.errorEvent is not None:
@@ -786,7 +743,7 @@ class GenerationLogic:
                 message = (f"the worker was killed by signal {-code} (the system may have run out of memory: "
                            "crop the segmentation or generate fewer samples)")
             else:
-                reason = WORKER_EXIT_MESSAGES.get(code or 0, "it failed")
+                reason = protocol.exit_meaning(code if code is not None else protocol.EXIT_FAILED)
                 message = f"the worker ended with exit code {code} ({reason}): see the log for details"
             self._finish(job, "error", message)
         else:

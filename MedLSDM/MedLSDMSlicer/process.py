@@ -1,12 +1,12 @@
 """The worker process: started in a process group of its own, its output read on background threads.
 
-Each stdout line of ``python -m MedLSDMLib.worker`` is one JSON object (progress, log, done, error);
-any other line (stderr included) becomes a log event. Events are handed over on the thread that
+Each stdout line of ``python -m MedLSDMLib.worker`` is one JSON object (progress, log, done, error):
+the engine's protocol (MedLSDMLib.protocol), read with its ``parse_line``; any other line (stderr
+included) becomes a log event. Events are handed over on the thread that
 calls ``poll`` (the GUI thread, from a QTimer, or ``wait``), never on the reader threads.
 """
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -15,21 +15,13 @@ import threading
 import time
 from typing import IO, Any, Callable, Dict, List, Optional
 
-Event = Dict[str, Any]
-EXIT_CANCELLED = 130
+from .engine import useEngine
+
+useEngine()
+from MedLSDMLib.protocol import Event, log_event, parse_line  # noqa: E402  (the engine's folder is on sys.path now)
+
 KILL_GRACE_SECONDS = 10.0  # after SIGTERM, how long the worker may take to stop before it is killed
 _EOF = object()
-
-
-def parseLine(line: str) -> Event:
-    """A protocol line as its event; anything that is not a JSON object with a type is a log line."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        event = None
-    if isinstance(event, dict) and isinstance(event.get("type"), str):
-        return event
-    return {"type": "log", "message": line}
 
 
 class WorkerProcess:
@@ -69,12 +61,9 @@ class WorkerProcess:
         for line in stream:
             line = line.rstrip("\r\n")
             if line:
-                self._queue.put(parseLine(line) if protocol else {"type": "log", "message": line})
+                self._queue.put(parse_line(line) if protocol else log_event(line))
         stream.close()
         self._queue.put(_EOF)
-
-    def running(self) -> bool:
-        return self.returncode is None
 
     def poll(self, timeout: float = 0.0) -> bool:
         """Hand over the events that arrived (waiting up to ``timeout`` for the first); True once the

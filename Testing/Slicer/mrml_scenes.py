@@ -2,6 +2,7 @@
 anisotropic reference volume, a segmentation painted on it, and checks on real MRML."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import List, Tuple
 
@@ -73,18 +74,23 @@ def nodesOfClass(scene: slicer.vtkMRMLScene, className: str) -> list:
     return [scene.GetNthNodeByClass(i, className) for i in range(scene.GetNumberOfNodesByClass(className))]
 
 
-def livingProcessesInGroup(pgid: int) -> List[int]:
+def livingProcessesInGroup(pgid: int, settle: float = 2.0) -> List[int]:
     """Processes of process group ``pgid`` that still run (zombies, which only wait to be reaped
-    by their parent or init, do not count). Reads Linux's /proc."""
-    living = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # it ended meanwhile
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            living.append(int(entry.name))
-    return living
+    by their parent or init, do not count). Reads Linux's /proc. A process killed a moment ago may
+    have closed its pipes before it is a zombie: it gets up to ``settle`` seconds to end."""
+    deadline = time.monotonic() + settle
+    while True:
+        living = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue  # it ended meanwhile
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, pgrp, ...
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                living.append(int(entry.name))
+        if not living or time.monotonic() > deadline:
+            return living
+        time.sleep(0.02)

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 from typing import List
 
-from MedLSDMSlicer.process import WorkerProcess, parseLine
+from MedLSDMSlicer import process as processModule
+from MedLSDMSlicer.process import WorkerProcess
 
 from conftest import livingProcessesInGroup
 
@@ -35,7 +36,9 @@ def test_protocol_lines_and_other_output_become_events(tmp_path: Path) -> None:
     assert {"type": "log", "message": "a warning"} in events
     assert {"type": "log", "message": "[1, 2]"} in events  # JSON, but not an event object
     assert events.index({"type": "error", "kind": "input", "message": "bad label"}) > 0
-    assert parseLine("not json") == {"type": "log", "message": "not json"}
+    from MedLSDMLib import protocol  # importable: the module put the engine on sys.path
+
+    assert processModule.parse_line is protocol.parse_line  # the engine's reader, not a copy
 
 
 def test_cancel_kills_the_tree_even_when_the_worker_ignores_sigterm(tmp_path: Path) -> None:
