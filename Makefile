@@ -34,6 +34,9 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/medlsdm demo -o medlsdm-demo
 
 test: $(VENV)/.installed $(VENV_SLICER)/.installed
+	$(PY) -m ruff check MedLSDMLib
+	$(PY) -m ruff format --check MedLSDMLib
+	$(PY) -m mypy
 	$(PY) -m pytest Testing -q
 	MEDLSDM_WORKER_PYTHON="$(abspath $(PY))" $(VENV_SLICER)/bin/python -m pytest Testing/Slicer -q --confcutdir=Testing/Slicer
 	MEDLSDM_WORKER_PYTHON="$(abspath $(PY))" $(VENV_SLICER)/bin/python -m pytest Testing/SlicerModule -q --confcutdir=Testing/SlicerModule

@@ -6,9 +6,12 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -19,7 +22,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value is None:
             return None
         return _coerce(value, next(a for a in args if a is not type(None)), where)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected an object, got {type(value).__name__}")
         return from_dict(hint, value, where)
@@ -57,7 +60,7 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "") -> T:
         raise ValueError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     try:
-        return cls(**kwargs)  # type: ignore[call-arg]
+        return cls(**kwargs)
     except TypeError as exc:
         raise ValueError(f"{where or cls.__name__}: {exc}") from None
 

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from MedLSDMLib.errors import InputError
 from MedLSDMLib.generation.pipeline import Generator
 from MedLSDMLib.io.figures import planes_figure
-from MedLSDMLib.io.volumes import image_to_array, read_image, write_image
+from MedLSDMLib.io.volumes import check_output_dir, image_to_array, read_image, write_image
 from MedLSDMLib.models.registry import resources_dir
 from MedLSDMLib.runtime.progress import ProgressFn
 
@@ -36,11 +36,7 @@ def run_demo(
     labels, real_path = examples / f"{EXAMPLE}_label.nii.gz", examples / f"{EXAMPLE}_image.nii.gz"
     if not labels.is_file():
         raise InputError(f"the example map {labels} is missing: reinstall MedLSDM")
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise InputError(
-            f"-o {output} is a file: give a folder for the demo's volume and figure (it is created if needed)"
-        )
+    output = check_output_dir(output, "the demo's volume and figure (it is created if needed)", parents=True)
     start = time.perf_counter()
     generator = Generator.load(model, device, precision, progress=progress)
     (image,) = generator.generate(labels, real_path, seed=seed, steps=steps, progress=progress, cancel=cancel, log=log)

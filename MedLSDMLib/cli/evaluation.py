@@ -50,6 +50,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(run=run_evaluate)
 
+    from MedLSDMLib.cli.main import PROGRESS_MODES
+
     p = commands.add_parser(
         "reconstruct",
         help="round-trip a real image through a model's autoencoder (the ceiling of any sample)",
@@ -75,7 +77,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_threads_option(p)
     p.add_argument(
         "--progress",
-        choices=("text", "json", "none"),
+        choices=PROGRESS_MODES,
         default="text",
         help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)",
     )
@@ -129,7 +131,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
-    from MedLSDMLib.evaluation.evaluate import evaluate, match_cases
+    from MedLSDMLib.evaluation.evaluate import Segmenter, evaluate, match_cases
     from MedLSDMLib.evaluation.evaluation_report import markdown
     from MedLSDMLib.evaluation.report import report_paths, to_json, write_files
 
@@ -140,6 +142,7 @@ def run_evaluate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[
             f"3D-FID needs at least two volumes in each set (got {len(cases)}): evaluate folders "
             "of cases, or leave out --fid-weights"
         )
+    segmenter: Segmenter
     if args.segmenter == "mixture":
         from MedLSDMLib.evaluation.mixture import MixtureSegmenter
 
@@ -227,7 +230,8 @@ def run_benchmark(args: argparse.Namespace, reporter: Reporter, cancel: Callable
     from MedLSDMLib.generation.benchmark import (
         run_benchmark as measure_all,
     )
-    from MedLSDMLib.generation.benchmark_report import output_folder, rows_table, speedup_line, write_benchmark
+    from MedLSDMLib.generation.benchmark_report import rows_table, speedup_line, write_benchmark
+    from MedLSDMLib.io.volumes import check_output_dir
     from MedLSDMLib.models.bundle import read_card
     from MedLSDMLib.models.registry import resolve_model
     from MedLSDMLib.runtime.devices import resolve_device
@@ -236,7 +240,7 @@ def run_benchmark(args: argparse.Namespace, reporter: Reporter, cancel: Callable
         raise InputError("--repeats and --threads must be at least 1, and --warmup at least 0")
     if min(args.size) < 2:
         raise InputError(f"--size {' '.join(map(str, args.size))}: every size must be at least 2 voxels")
-    folder = output_folder(args.output)
+    folder = check_output_dir(args.output, "benchmark.md, benchmark.json and benchmark.png")
     resolve_device(args.device)
     model = resolve_model(args.model, reporter.progress)
     card = read_card(model)
@@ -275,13 +279,12 @@ def run_compare(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[
     from MedLSDMLib.evaluation.evaluate import GRID_TOLERANCE
     from MedLSDMLib.io.figures import centre_of, compare_figure
     from MedLSDMLib.io.geometry import same_grid
-    from MedLSDMLib.io.volumes import image_to_array, read_image
+    from MedLSDMLib.io.volumes import check_output_folder, image_to_array, read_image
 
     output = Path(args.output)
     if output.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise InputError(f"-o {output.name}: give a .png, .pdf or .svg file")
-    if not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise InputError(f"output folder {output.parent} does not exist: create it first")
+    check_output_folder(output)
     images = [read_image(args.image_a, "image A"), read_image(args.image_b, "image B")]
     labels = read_image(args.labels, "label map") if args.labels else None
     for image, name in ((images[1], args.image_b), (labels, args.labels)):

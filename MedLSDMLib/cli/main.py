@@ -7,7 +7,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Type
 
 if TYPE_CHECKING:
     from typing import NoReturn
@@ -20,6 +20,8 @@ from MedLSDMLib.protocol import EXIT_CANCELLED, EXIT_DONE, EXIT_FAILED, EXIT_INP
 from MedLSDMLib.runtime.hardware import add_precision_option, add_threads_option
 from MedLSDMLib.runtime.interrupt import requested, run_stoppable, signals_ask_to_stop
 from MedLSDMLib.runtime.progress import Reporter, make_reporter
+
+PROGRESS_MODES = ("text", "json", "none")  # runtime.progress.make_reporter's reporters
 
 EXAMPLES = """examples:
   medlsdm generate labels.nii.gz -o synthetic.nii.gz --seed 1
@@ -81,7 +83,7 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", metavar="GIB", help="memory to stay within in GiB (default: what is free)")
     p.add_argument(
         "--progress",
-        choices=("text", "json", "none"),
+        choices=PROGRESS_MODES,
         default="text",
         help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)",
     )
@@ -99,7 +101,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=text)
         action.add_argument("model", nargs="?", help="bundle folder or registered name (default: the first)")
         action.set_defaults(run=run)
-    p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -119,7 +121,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
     p.add_argument("--device", default="auto", help="auto (GPU if available) or cpu")
     add_threads_option(p)
-    p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
     p.set_defaults(run=run_train)
 
@@ -139,7 +141,7 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     add_precision_option(p)
     add_threads_option(p)
-    p.add_argument("--progress", choices=("text", "json", "none"), default="text", help=argparse.SUPPRESS)
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="text", help=argparse.SUPPRESS)
     p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
     p.set_defaults(run=run_demo)
 
@@ -175,20 +177,24 @@ def _add_evaluation(commands: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
     from MedLSDMLib.training.config import DiffusionRun, VQGANRun, load_run_config
+    from MedLSDMLib.training.trainer import Trainer
 
     if args.device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device {args.device!r}: use auto, cpu or cuda")
+    trainer: Type[Trainer[Any]]
+    kind: type
     if args.stage == "vqgan":
-        from MedLSDMLib.training.vqgan import VQGANTrainer as trainer
+        from MedLSDMLib.training.vqgan import VQGANTrainer
 
-        kind: type = VQGANRun
+        trainer, kind = VQGANTrainer, VQGANRun
     elif args.stage == "diffusion":
-        from MedLSDMLib.training.diffusion import DiffusionTrainer as trainer
+        from MedLSDMLib.training.diffusion import DiffusionTrainer
 
-        kind = DiffusionRun
+        trainer, kind = DiffusionTrainer, DiffusionRun
     else:
-        from MedLSDMLib.training.segmenter import SegmenterRun as kind
-        from MedLSDMLib.training.segmenter import SegmenterTrainer as trainer
+        from MedLSDMLib.training.segmenter import SegmenterRun, SegmenterTrainer
+
+        trainer, kind = SegmenterTrainer, SegmenterRun
     config = load_run_config(args.config, kind)
     start = time.perf_counter()
     bundle = trainer.run(config, resume=args.resume, device=args.device, cancel=cancel)
@@ -377,7 +383,11 @@ def main(argv: Optional[List[str]] = None, protocol: bool = False) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    reporter = make_reporter(args.progress)
+    mode = getattr(args, "progress", "text")
+    if mode not in PROGRESS_MODES:  # no reporter to say it with: one line on stderr
+        print(f"medlsdm: error: --progress {mode!r}: use one of {', '.join(PROGRESS_MODES)}", file=sys.stderr)
+        return InputError.exit_code
+    reporter = make_reporter(mode)
 
     def hard_stop() -> None:
         reporter.error(Cancelled.kind, str(Cancelled()))

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Dict, Iterable, Tuple
+from typing import Any, Dict, Iterable, Tuple
 
 import numpy as np
 import scipy.linalg
@@ -35,6 +35,7 @@ RIDGE = 1e-6
 def _read_state(path: Path) -> Dict[str, torch.Tensor]:
     """A state dict from safetensors or a torch file (weights_only); MedicalNet's ``state_dict`` wrapper
     and DataParallel's ``module.`` prefixes are removed."""
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

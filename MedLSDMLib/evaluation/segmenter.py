@@ -89,6 +89,7 @@ def predict_classes(
     tensor = torch.from_numpy(array)[None, None].to(device or torch.device("cpu"))
     with torch.no_grad():
         logits = sliding_window_inference(tensor, list(patch_size), 1, net, overlap=OVERLAP, mode="gaussian", cval=-1.0)
+    assert isinstance(logits, torch.Tensor), "a network with one output gives one tensor"
     return logits.argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
 
 

@@ -67,10 +67,16 @@ def data_range(real: np.ndarray, mask: np.ndarray) -> float:
     return float(values.max() - values.min())
 
 
+def _scalar(value: object) -> float:
+    """The one number a MONAI metric call gives for one pair (typed as a tensor or a sequence of them)."""
+    assert isinstance(value, torch.Tensor), "a MONAI metric of one pair gives one tensor"
+    return float(value.item())
+
+
 def psnr(real: np.ndarray, synthetic: np.ndarray, mask: np.ndarray, value_range: float) -> float:
     """PSNR in dB over the foreground voxels; infinite when they are identical."""
     as_tensor = lambda a: torch.from_numpy(np.asarray(a[mask], dtype=np.float64))[None, None]  # noqa: E731
-    return float(PSNRMetric(max_val=value_range)(as_tensor(synthetic), as_tensor(real)).item())
+    return _scalar(PSNRMetric(max_val=value_range)(as_tensor(synthetic), as_tensor(real)))
 
 
 def ssim_window(shape: Sequence[int]) -> Optional[int]:
@@ -132,7 +138,7 @@ def ms_ssim(
         kernel_sigma=SSIM_SIGMA,
         weights=ms_ssim_weights(scales),
     )
-    return float(metric(_volume(synthetic), _volume(real)).item())
+    return _scalar(metric(_volume(synthetic), _volume(real)))
 
 
 def similarity(real: np.ndarray, synthetic: np.ndarray, mask: np.ndarray) -> Similarity:

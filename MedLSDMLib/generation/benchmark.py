@@ -127,7 +127,9 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     baseline = _peak_rss_bytes()
-    times, evaluations, image = [], [], None
+    times: List[float] = []
+    evaluations: List[int] = []
+    image: Optional[sitk.Image] = None
     for run in range(spec["warmup"] + spec["repeats"]):
         calls[0] = 0
         start = time.perf_counter()
@@ -138,6 +140,7 @@ def measure(spec: Dict[str, Any]) -> Dict[str, Any]:
             times.append(time.perf_counter() - start)
         evaluations.append(calls[0])
     hook.remove()
+    assert image is not None, "at least one run"
     np.save(spec["output"], sitk.GetArrayFromImage(image))
     peak = int(torch.cuda.max_memory_allocated()) if cuda else max(_peak_rss_bytes() - baseline, 0)
     return {
@@ -243,7 +246,8 @@ def run_benchmark(
         outputs = {}
         for index, config in enumerate(configs):
             label = config.label.replace(" ", "_")
-            spec = {
+            output = scratch / f"{label}.npy"
+            spec: Dict[str, Any] = {
                 "model": model,
                 "device": device,
                 "precision": config.precision,
@@ -254,12 +258,12 @@ def run_benchmark(
                 "repeats": repeats,
                 "warmup": warmup,
                 "threads": threads,
-                "output": str(scratch / f"{label}.npy"),
+                "output": str(output),
             }
             if log is not None:
                 log(f"measuring {config.label}: {warmup} warm-up + {repeats} timed run(s)")
             result = run_one(spec, label, scratch, cancel)
-            outputs[config] = np.load(spec["output"])
+            outputs[config] = np.load(output)
             rows.append(
                 {
                     "configuration": config.label,

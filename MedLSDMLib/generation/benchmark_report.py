@@ -3,26 +3,11 @@ configuration), written atomically into an output folder, and the closing speed-
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List
 
-from MedLSDMLib.errors import InputError
 from MedLSDMLib.evaluation.report import number, table, to_json, write_files
 from MedLSDMLib.runtime.interrupt import staged_file
-
-
-def output_folder(path: str) -> Path:
-    """The output folder, created if its parent exists."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"-o {folder} is a file: give a folder for benchmark.md, benchmark.json and benchmark.png")
-    parent = folder.parent if str(folder.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output folder {parent} does not exist: create it first")
-    if not os.access(parent, os.W_OK) or (folder.is_dir() and not os.access(folder, os.W_OK)):
-        raise InputError(f"output folder {folder} is not writable: choose another folder")
-    return folder
 
 
 def markdown(result: Dict[str, Any]) -> str:

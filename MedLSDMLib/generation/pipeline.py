@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Union
+from typing import Any, Callable, ContextManager, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from MedLSDMLib.card import ModelCard
-from MedLSDMLib.errors import InputError, OutOfMemory
-from MedLSDMLib.generation.memory import plan_memory
+from MedLSDMLib.errors import InputError
+from MedLSDMLib.generation.memory import MemoryPlan, plan_memory
+from MedLSDMLib.generation.reconstruct import decoded_to_array, out_of_memory_as_error
 from MedLSDMLib.io.geometry import check_overlap, resample, working_geometry
 from MedLSDMLib.io.labels import LabelSource, LabelTable, class_image
 from MedLSDMLib.io.mapfile import MapFile
@@ -23,7 +25,7 @@ from MedLSDMLib.models.conditioning import condition_map
 from MedLSDMLib.models.decoding import decode_latent
 from MedLSDMLib.models.registry import resolve_model
 from MedLSDMLib.runtime.devices import autocast_for, resolve_device, resolve_precision
-from MedLSDMLib.runtime.hardware import describe_run
+from MedLSDMLib.runtime.hardware import Precision, describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 from MedLSDMLib.sampling.guidance import GuidedUNet
 from MedLSDMLib.sampling.loop import sample_latent
@@ -74,6 +76,31 @@ def parse_max_memory(text: Union[str, float, None]) -> Optional[float]:
             "such as 8 (or leave it out to use what is free)"
         )
     return value
+
+
+@dataclass
+class _Run:
+    """One generate call's options, checked and with the defaults filled in."""
+
+    sampler: str
+    steps: int
+    guidance: float
+    seed: int
+    device: torch.device
+    precision: Precision
+    autocast: Callable[[], ContextManager[Any]]
+    batched: bool  # the sampler's guidance runs both branches in one UNet pass
+
+
+@dataclass
+class _WorkingGrid:
+    """The model's grid for one label map: the grid, the classes on it, the latent size, the memory plan."""
+
+    grid: sitk.Image
+    classes: np.ndarray
+    factor: int
+    latent_size: List[int]
+    plan: MemoryPlan
 
 
 class Generator:
@@ -140,105 +167,184 @@ class Generator:
         maps those it lists, under ``mapping``. With ``on_sample``, each image is handed to it as soon
         as it is done (``on_sample(k, image)``, e.g. to write it) and not kept: the list returned is
         empty, and the memory plan counts one image instead of ``samples``."""
+        run = self._settle(sampler, steps, guidance, seed, samples, max_memory, device, precision)
+        classes, target = self._map_labels(labels, reference, mapping, map_file, log)
+        work = self._working_grid(classes, target, run, samples, on_sample is not None, max_memory)
+        self._log_run(run, work, log)
+        self._to(run.device)
+        tensor = torch.from_numpy(work.classes.astype(np.int64))[None].to(run.device)
+        model = GuidedUNet(
+            self.bundle.unet,
+            condition_map(tensor, len(self.table), work.factor),
+            run.guidance,
+            run.batched,
+            run.autocast,
+        )
+        results = []
+        for k in range(samples):
+            with out_of_memory_as_error("the label map"):
+                latent = self._sample(model, run, work, k, samples, progress, cancel)
+                decoded = decode_latent(
+                    self.bundle.autoencoder,
+                    latent / self.card.latent_scale,
+                    tensor,
+                    work.plan.tile,
+                    run.autocast,
+                    progress,
+                    cancel,
+                )
+            del latent
+            image = self._on_input_grid(decoded, work.grid, target, run, k)
+            del decoded
+            if on_sample is not None:
+                on_sample(k, image)
+            else:
+                results.append(image)
+            del image
+        return results
+
+    # -- the steps of generate ------------------------------------------------------------
+    def _settle(
+        self,
+        sampler: Optional[str],
+        steps: Optional[int],
+        guidance: Optional[float],
+        seed: Optional[int],
+        samples: int,
+        max_memory: Optional[float],
+        device: Optional[str],
+        precision: Optional[str],
+    ) -> _Run:
+        """Check the options and fill in the defaults: the sampler and its steps, the guidance, a seed,
+        the device and the precision."""
         card = self.card
         sampler = sampler or default_sampler(card.scheduler)
         steps = resolve_steps(sampler, steps, card.scheduler)
         check_generation_options(guidance=guidance, seed=seed, samples=samples, max_memory=max_memory)
-        guidance = card.default_guidance if guidance is None else float(guidance)
-        seed = random.randrange(2**31) if seed is None else int(seed)
+        scale = card.default_guidance if guidance is None else float(guidance)
         torch_device = resolve_device(device or self.device_name)
         chosen = resolve_precision(precision or self.precision_name, torch_device)
-        autocast = autocast_for(torch_device, chosen)
+        return _Run(
+            sampler=sampler,
+            steps=steps,
+            guidance=scale,
+            seed=random.randrange(2**31) if seed is None else int(seed),
+            device=torch_device,
+            precision=chosen,
+            autocast=autocast_for(torch_device, chosen),
+            batched=SAMPLERS[sampler].batched,
+        )
 
+    def _map_labels(
+        self,
+        labels: LabelSource,
+        reference: Union[str, Path, sitk.Image, None],
+        mapping: Optional[Mapping[str, str]],
+        map_file: Union[MapFile, str, Path, None],
+        log: Optional[Callable[[str], None]],
+    ) -> Tuple[sitk.Image, sitk.Image]:
+        """The label map as model classes, and the grid the results go on (the reference's, which must
+        overlap the map, or the map's own)."""
         classes = class_image(labels, self.table, mapping, map_file, log=log)
         if reference is None:
-            target = classes
-        else:
-            target = reference if isinstance(reference, sitk.Image) else read_image(reference, "reference image")
-            check_overlap(classes, target)
+            return classes, classes
+        target = reference if isinstance(reference, sitk.Image) else read_image(reference, "reference image")
+        check_overlap(classes, target)
+        return classes, target
+
+    def _working_grid(
+        self,
+        classes: sitk.Image,
+        target: sitk.Image,
+        run: _Run,
+        samples: int,
+        streamed: bool,
+        max_memory: Optional[float],
+    ) -> _WorkingGrid:
+        """The model's grid around the map (its spacing and orientation, padded to what the networks
+        take), the classes on it, and the memory plan (whole or tiled decoding) for the run."""
+        card = self.card
         # at least two voxels per axis at the UNet's deepest level (its normalisation needs more than one)
         spec = working_geometry(classes, card.spacing, card.orientation, card.size_multiple, 2 * card.size_multiple)
         factor = card.autoencoder.downsample_factor
         latent_size = [s // factor for s in spec.size]
-        batched = SAMPLERS[sampler].batched and guidance not in (0.0, 1.0)
         # output images held at once (float32 on the target grid, and the copy a checked write reads back)
-        held = (1 if on_sample is not None else samples) + 1
+        held = (1 if streamed else samples) + 1
         output_bytes = held * 4 * int(np.prod(target.GetSize(), dtype=np.float64)) + 4 * int(
             np.prod(spec.size, dtype=np.float64)
         )
         plan = plan_memory(
             card,
             latent_size,
-            2 if batched else 1,
-            torch_device,
+            2 if run.batched and run.guidance not in (0.0, 1.0) else 1,
+            run.device,
             max_memory,
             self.bundle.weight_bytes(),
-            resident=output_bytes if torch_device.type == "cpu" else 0,
+            resident=output_bytes if run.device.type == "cpu" else 0,
         )
         grid = spec.image()
         on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
-        if log is not None:
-            run = describe_run(torch_device.type, chosen, torch.get_num_threads())
-            log(
-                f"model {card.name} {card.version}: {run}; "
-                f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}; grid "
-                f"{'x'.join(map(str, on_grid.shape))} at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
-                f"{'; tiled decoding' if plan.tile else ''}"
-            )
-            if chosen.warning:
-                log(f"warning: {chosen.warning}")
+        return _WorkingGrid(grid=grid, classes=on_grid, factor=factor, latent_size=latent_size, plan=plan)
 
-        self._to(torch_device)
-        tensor = torch.from_numpy(on_grid.astype(np.int64))[None].to(torch_device)
-        condition = condition_map(tensor, len(self.table), factor)
-        model = GuidedUNet(self.bundle.unet, condition, guidance, SAMPLERS[sampler].batched, autocast)
+    def _log_run(self, run: _Run, work: _WorkingGrid, log: Optional[Callable[[str], None]]) -> None:
+        if log is None:
+            return
+        card = self.card
+        hardware = describe_run(run.device.type, run.precision, torch.get_num_threads())
+        log(
+            f"model {card.name} {card.version}: {hardware}; "
+            f"sampler {run.sampler}, {run.steps} steps, guidance {run.guidance:g}, seed {run.seed}; grid "
+            f"{'x'.join(map(str, work.classes.shape))} at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
+            f"{'; tiled decoding' if work.plan.tile else ''}"
+        )
+        if run.precision.warning:
+            log(f"warning: {run.precision.warning}")
+
+    def _sample(
+        self,
+        model: GuidedUNet,
+        run: _Run,
+        work: _WorkingGrid,
+        k: int,
+        samples: int,
+        progress: Optional[ProgressFn],
+        cancel: Optional[CancelFn],
+    ) -> torch.Tensor:
+        """Sample k's latent (seed + k), its progress counted within all ``samples``."""
+        card = self.card
+
+        def sample_progress(stage: str, step: int, total: int) -> None:
+            if progress is not None:
+                progress(stage, k * total + step, samples * total)
+
+        return sample_latent(
+            model,
+            card.scheduler,
+            (1, card.autoencoder.latent_channels, *work.latent_size),
+            sampler=run.sampler,
+            steps=run.steps,
+            generator=torch.Generator(device=run.device).manual_seed(run.seed + k),
+            progress=sample_progress,
+            cancel=cancel,
+            bounds=self.bundle.autoencoder.codebook_bounds(card.latent_scale),
+        )
+
+    def _on_input_grid(
+        self, decoded: torch.Tensor, grid: sitk.Image, target: sitk.Image, run: _Run, k: int
+    ) -> sitk.Image:
+        """A decoded volume in the image's units, resampled from the working grid onto the input's grid,
+        with the model, seed and sampler in its metadata."""
+        card = self.card
         low, high = card.intensity.low, card.intensity.high
-        results = []
-        for k in range(samples):
-
-            def sample_progress(stage: str, step: int, total: int, k: int = k) -> None:
-                if progress is not None:
-                    progress(stage, k * total + step, samples * total)
-
-            generator = torch.Generator(device=torch_device).manual_seed(seed + k)
-            try:
-                latent = sample_latent(
-                    model,
-                    card.scheduler,
-                    (1, card.autoencoder.latent_channels, *latent_size),
-                    sampler=sampler,
-                    steps=steps,
-                    generator=generator,
-                    progress=sample_progress,
-                    cancel=cancel,
-                    bounds=self.bundle.autoencoder.codebook_bounds(card.latent_scale),
-                )
-                decoded = decode_latent(
-                    self.bundle.autoencoder, latent / card.latent_scale, tensor, plan.tile, autocast, progress, cancel
-                )
-            except torch.cuda.OutOfMemoryError:
-                raise OutOfMemory("the GPU ran out of memory: crop the label map, or use --device cpu") from None
-            except RuntimeError as exc:
-                if "out of memory" in str(exc) or "can't allocate memory" in str(exc):
-                    raise OutOfMemory(
-                        "ran out of memory: crop the label map, or use a machine with more memory"
-                    ) from None
-                raise
-            array = decoded[0, 0].clamp(-1, 1).cpu().numpy().astype(np.float32)
-            array = (array + 1) / 2 * (high - low) + low
-            image = resample(array_to_image(array, grid), target, sitk.sitkLinear, default=low)
-            for key, value in (
-                ("medlsdm_model", f"{card.name} {card.version}"),
-                ("medlsdm_seed", str(seed + k)),
-                ("medlsdm_sampler", f"{sampler} {steps} steps, guidance {guidance:g}"),
-            ):
-                image.SetMetaData(key, value)
-            if on_sample is not None:
-                on_sample(k, image)
-            else:
-                results.append(image)
-            del image, array, decoded, latent
-        return results
+        array = decoded_to_array(decoded, low, high)
+        image = resample(array_to_image(array, grid), target, sitk.sitkLinear, default=low)
+        for key, value in (
+            ("medlsdm_model", f"{card.name} {card.version}"),
+            ("medlsdm_seed", str(run.seed + k)),
+            ("medlsdm_sampler", f"{run.sampler} {run.steps} steps, guidance {run.guidance:g}"),
+        ):
+            image.SetMetaData(key, value)
+        return image
 
     def reconstruct(self, image: Union[str, Path, sitk.Image], labels: LabelSource, **options) -> sitk.Image:
         """``image`` round-tripped through the autoencoder (normalise, encode, quantise, decode, de-normalise)

@@ -26,7 +26,7 @@ import torch
 
 from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
 from MedLSDMLib.io.geometry import check_overlap, resample, working_grid
-from MedLSDMLib.io.labels import class_image
+from MedLSDMLib.io.labels import LabelSource, class_image
 from MedLSDMLib.io.preprocess import intensity_range, normalise
 from MedLSDMLib.io.volumes import array_to_image, check_volume, image_to_array, read_image
 from MedLSDMLib.runtime.progress import ProgressFn
@@ -105,7 +105,7 @@ def out_of_memory_as_error(what: str = "the image") -> Iterator[None]:
 def reconstruct(
     generator: "Generator",
     image: Union[str, Path, sitk.Image],
-    labels: Union[str, Path, sitk.Image],
+    labels: LabelSource,
     *,
     mapping: Optional[Mapping[str, str]] = None,
     map_file: Union["MapFile", str, Path, None] = None,

@@ -34,7 +34,6 @@ from typing import Dict, List, Optional, Union
 from MedLSDMLib.errors import InputError
 
 ANY = "*"
-FREESURFER_TISSUE = "freesurfer_tissue.csv"  # in Resources/Mappings/
 
 
 @dataclass

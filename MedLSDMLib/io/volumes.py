@@ -14,6 +14,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 import SimpleITK as sitk
+from numpy.typing import ArrayLike
 
 from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
 from MedLSDMLib.runtime import interrupt
@@ -60,38 +61,36 @@ def _check_readable(path: Path, what: str) -> None:
         raise InputError(f"{what} {path} cannot be read: check its permissions")
 
 
-def check_geometry(
-    size: Sequence[int], spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float], what: str
-) -> None:
+def check_geometry(size: Sequence[int], spacing: ArrayLike, origin: ArrayLike, direction: ArrayLike, what: str) -> None:
     """A grid MedLSDM can work on and write back exactly, or InputError saying what is wrong with it:
     finite positive spacing, a finite orthonormal direction, and an extent and origin of a body."""
-    spacing = np.asarray(spacing, dtype=float)
-    origin = np.asarray(origin, dtype=float)
-    matrix = np.asarray(direction, dtype=float).reshape(len(spacing), len(spacing))
+    spacing_mm = np.asarray(spacing, dtype=float)
+    origin_mm = np.asarray(origin, dtype=float)
+    matrix = np.asarray(direction, dtype=float).reshape(len(spacing_mm), len(spacing_mm))
     fix = "fix the file's header (spacing, origin, direction)"
-    if not np.all(np.isfinite(spacing)) or np.any(spacing < MIN_SPACING):
+    if not np.all(np.isfinite(spacing_mm)) or np.any(spacing_mm < MIN_SPACING):
         raise InputError(
-            f"{what} has voxel spacing {_numbers(spacing)} mm: every spacing must be a positive "
+            f"{what} has voxel spacing {_numbers(spacing_mm)} mm: every spacing must be a positive "
             f"number of at least {MIN_SPACING:g} mm; {fix}"
         )
     if not np.all(np.isfinite(matrix)):
         raise InputError(f"{what} has a direction matrix that is not a number (NaN or infinite): {fix}")
-    if not np.all(np.isfinite(origin)) or np.any(np.abs(origin) > MAX_COORDINATE):
+    if not np.all(np.isfinite(origin_mm)) or np.any(np.abs(origin_mm) > MAX_COORDINATE):
         raise InputError(
-            f"{what} has origin {_numbers(origin)} mm, beyond {MAX_COORDINATE:g} mm or not a number: {fix}"
+            f"{what} has origin {_numbers(origin_mm)} mm, beyond {MAX_COORDINATE:g} mm or not a number: {fix}"
         )
     if abs(np.linalg.det(matrix)) < 1e-6:
         raise InputError(f"{what} has a singular direction matrix (two axes along one line): {fix}")
-    if np.abs(matrix.T @ matrix - np.eye(len(spacing))).max() > ORTHOGONALITY_TOLERANCE:
+    if np.abs(matrix.T @ matrix - np.eye(len(spacing_mm))).max() > ORTHOGONALITY_TOLERANCE:
         raise InputError(
             f"{what} has a sheared (non-orthogonal) direction matrix, which MedLSDM cannot give back "
             "exactly: resample it onto an orthogonal grid first (e.g. Slicer's Resample Scalar Volume)"
         )
-    extent = np.asarray(size, dtype=float) * spacing
+    extent = np.asarray(size, dtype=float) * spacing_mm
     if np.any(extent > MAX_EXTENT):
         raise InputError(
             f"{what} spans {_numbers(extent)} mm (size {tuple(int(s) for s in size)} x spacing "
-            f"{_numbers(spacing)} mm), more than {MAX_EXTENT:g} mm: check the spacing in its header"
+            f"{_numbers(spacing_mm)} mm), more than {MAX_EXTENT:g} mm: check the spacing in its header"
         )
 
 
@@ -285,7 +284,20 @@ def check_output_folder(path: Path) -> Path:
     return folder
 
 
-def check_output_path(path: PathLike, inputs: Iterable[PathLike] = ()) -> Path:
+def check_output_dir(path: PathLike, holds: str, parents: bool = False) -> Path:
+    """An output folder for ``holds``, created later by the command: not a file, writable when it exists,
+    and in an existing writable folder (or, with ``parents``, one the command creates with it)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"-o {folder} is a file: give a folder for {holds}")
+    if not (parents and not folder.parent.exists()):
+        check_output_folder(folder)
+    if folder.is_dir() and not os.access(folder, os.W_OK):
+        raise InputError(f"output folder {folder} is not writable: choose another folder")
+    return folder
+
+
+def check_output_path(path: PathLike, inputs: Iterable[Optional[PathLike]] = ()) -> Path:
     """An output file that can be written: supported format, existing folder, a name the file system
     takes, not an input, and not an existing file that cannot be replaced."""
     path = Path(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -20,7 +20,10 @@ from MedLSDMLib.card import (
 from MedLSDMLib.errors import InputError
 from MedLSDMLib.runtime.hardware import PRECISION_NAMES
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass
@@ -242,8 +245,9 @@ def load_run_config(path: Union[str, Path], kind: Type[T]) -> T:
     except ValueError as exc:
         raise InputError(f"config {path}: {exc}") from None
     base = path.resolve().parent
-    config.output = str((base / config.output).resolve())
-    config.data.pairs = str((base / config.data.pairs).resolve())
+    run: Any = config  # every run config has output and data (VQGANRun, DiffusionRun, SegmenterRun)
+    run.output = str((base / run.output).resolve())
+    run.data.pairs = str((base / run.data.pairs).resolve())
     if isinstance(config, DiffusionRun):
         config.autoencoder = str((base / config.autoencoder).resolve())
     if isinstance(config, (VQGANRun, DiffusionRun)) and config.init_from is not None:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from monai.transforms import (
     Compose,
+    MapTransform,
     Rand3DElasticd,
     RandAffined,
     RandCropByLabelClassesd,
@@ -104,7 +105,7 @@ def patch_transforms(patch_size: Sequence[int], num_classes: int, augment: Augme
     """Label-aware random patches and joint augmentation, as MONAI dictionary transforms."""
     keys = ["image", "label"]
     p = augment.probability
-    transforms = [
+    transforms: List[MapTransform] = [
         RandCropByLabelClassesd(
             keys, "label", spatial_size=list(patch_size), num_classes=num_classes, num_samples=1, warn=False
         )
