@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -46,7 +45,7 @@ from MedLSDMLib.runtime.hardware import describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 from MedLSDMLib.sampling.guidance import GuidedUNet
 from MedLSDMLib.sampling.loop import sample_latent
-from MedLSDMLib.sampling.samplers import SAMPLERS, default_sampler, noise_scheduler, resolve_steps
+from MedLSDMLib.sampling.samplers import SAMPLERS, noise_scheduler
 
 if TYPE_CHECKING:
     from monai.networks.schedulers.scheduler import Scheduler
@@ -228,20 +227,13 @@ def edit(
     The region is ``region`` (a binary mask) or, with ``original`` (the map before the edit), the voxels
     whose class changed; ``labels`` and ``original`` lie on the image's grid. Sample k uses seed
     ``seed + k``; the other options, and ``on_sample``, are those of ``Generator.generate``."""
-    from MedLSDMLib.generation.pipeline import check_generation_options
     from MedLSDMLib.models.decoding import decode_latent
-    from MedLSDMLib.runtime.devices import autocast_for, resolve_device, resolve_precision
 
     card = generator.card
-    sampler = sampler or default_sampler(card.scheduler)
-    steps = resolve_steps(sampler, steps, card.scheduler)
-    check_generation_options(guidance=guidance, seed=seed, samples=samples, max_memory=max_memory)
+    run = generator.settle(sampler, steps, guidance, seed, samples, max_memory, device, precision)
     check_edit_options(region, original, margin)
-    guidance = card.default_guidance if guidance is None else float(guidance)
-    seed = random.randrange(2**31) if seed is None else int(seed)
-    torch_device = resolve_device(device or generator.device_name)
-    chosen = resolve_precision(precision or generator.precision_name, torch_device)
-    autocast = autocast_for(torch_device, chosen)
+    sampler, steps, guidance, seed = run.sampler, run.steps, run.guidance, run.seed
+    torch_device, chosen, autocast = run.device, run.precision, run.autocast
 
     real = read_real(image)
     classes = class_image(labels, generator.table, mapping, map_file, log=log)

@@ -79,7 +79,7 @@ def parse_max_memory(text: Union[str, float, None]) -> Optional[float]:
 
 
 @dataclass
-class _Run:
+class RunOptions:
     """One generate call's options, checked and with the defaults filled in."""
 
     sampler: str
@@ -167,7 +167,7 @@ class Generator:
         maps those it lists, under ``mapping``. With ``on_sample``, each image is handed to it as soon
         as it is done (``on_sample(k, image)``, e.g. to write it) and not kept: the list returned is
         empty, and the memory plan counts one image instead of ``samples``."""
-        run = self._settle(sampler, steps, guidance, seed, samples, max_memory, device, precision)
+        run = self.settle(sampler, steps, guidance, seed, samples, max_memory, device, precision)
         classes, target = self._map_labels(labels, reference, mapping, map_file, log)
         work = self._working_grid(classes, target, run, samples, on_sample is not None, max_memory)
         self._log_run(run, work, log)
@@ -204,7 +204,7 @@ class Generator:
         return results
 
     # -- the steps of generate ------------------------------------------------------------
-    def _settle(
+    def settle(
         self,
         sampler: Optional[str],
         steps: Optional[int],
@@ -214,9 +214,9 @@ class Generator:
         max_memory: Optional[float],
         device: Optional[str],
         precision: Optional[str],
-    ) -> _Run:
+    ) -> RunOptions:
         """Check the options and fill in the defaults: the sampler and its steps, the guidance, a seed,
-        the device and the precision."""
+        the device and the precision (generate's first step, and edit's)."""
         card = self.card
         sampler = sampler or default_sampler(card.scheduler)
         steps = resolve_steps(sampler, steps, card.scheduler)
@@ -224,7 +224,7 @@ class Generator:
         scale = card.default_guidance if guidance is None else float(guidance)
         torch_device = resolve_device(device or self.device_name)
         chosen = resolve_precision(precision or self.precision_name, torch_device)
-        return _Run(
+        return RunOptions(
             sampler=sampler,
             steps=steps,
             guidance=scale,
@@ -256,7 +256,7 @@ class Generator:
         self,
         classes: sitk.Image,
         target: sitk.Image,
-        run: _Run,
+        run: RunOptions,
         samples: int,
         streamed: bool,
         max_memory: Optional[float],
@@ -286,7 +286,7 @@ class Generator:
         on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
         return _WorkingGrid(grid=grid, classes=on_grid, factor=factor, latent_size=latent_size, plan=plan)
 
-    def _log_run(self, run: _Run, work: _WorkingGrid, log: Optional[Callable[[str], None]]) -> None:
+    def _log_run(self, run: RunOptions, work: _WorkingGrid, log: Optional[Callable[[str], None]]) -> None:
         if log is None:
             return
         card = self.card
@@ -303,7 +303,7 @@ class Generator:
     def _sample(
         self,
         model: GuidedUNet,
-        run: _Run,
+        run: RunOptions,
         work: _WorkingGrid,
         k: int,
         samples: int,
@@ -330,7 +330,7 @@ class Generator:
         )
 
     def _on_input_grid(
-        self, decoded: torch.Tensor, grid: sitk.Image, target: sitk.Image, run: _Run, k: int
+        self, decoded: torch.Tensor, grid: sitk.Image, target: sitk.Image, run: RunOptions, k: int
     ) -> sitk.Image:
         """A decoded volume in the image's units, resampled from the working grid onto the input's grid,
         with the model, seed and sampler in its metadata."""
