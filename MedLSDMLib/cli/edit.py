@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Callable
 
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_edit_options
@@ -43,37 +42,15 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_edit(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
-    from MedLSDMLib.cli.main import finish_samples, sample_writer
-    from MedLSDMLib.generation.pipeline import Generator, check_generation_options, parse_max_memory
-    from MedLSDMLib.io.labels import parse_mapping
-    from MedLSDMLib.io.mapfile import read_map_file
+    from MedLSDMLib.cli.main import run_samples
 
-    start = time.perf_counter()
-    max_memory = parse_max_memory(args.max_memory)
-    check_generation_options(guidance=args.guidance, seed=args.seed, samples=args.samples, max_memory=max_memory)
-    check_edit_options(args.region, args.original_labels, args.margin)
-    map_file = read_map_file(args.map_file) if args.map_file else None
-    inputs = [args.image, args.labels, args.region, args.original_labels]
-    with sample_writer(args, inputs, reporter) as writer:
-        generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
-        generator.edit(
-            args.image,
-            args.labels,
-            region=args.region,
-            original=args.original_labels,
-            margin=args.margin,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            sampler=args.sampler,
-            samples=args.samples,
-            mapping=parse_mapping(args.map),
-            map_file=map_file,
-            max_memory=max_memory,
-            progress=reporter.progress,
-            cancel=cancel,
-            log=reporter.log,
-            on_sample=writer.write,
-        )
-        finish_samples(writer, reporter, cancel, start)
-    return 0
+    return run_samples(
+        args,
+        reporter,
+        cancel,
+        [args.image, args.labels, args.region, args.original_labels],
+        lambda generator, options: generator.edit(
+            args.image, args.labels, region=args.region, original=args.original_labels, margin=args.margin, **options
+        ),
+        check=lambda: check_edit_options(args.region, args.original_labels, args.margin),
+    )

@@ -7,11 +7,12 @@ import contextlib
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type
 
 if TYPE_CHECKING:
     from typing import NoReturn
 
+    from MedLSDMLib.generation.pipeline import Generator
     from MedLSDMLib.generation.variability import SampleWriter
 
 from MedLSDMLib import __version__
@@ -247,6 +248,26 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
 
 
 def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    return run_samples(
+        args,
+        reporter,
+        cancel,
+        [args.labels, args.reference],
+        lambda generator, options: generator.generate(args.labels, args.reference, **options),
+    )
+
+
+def run_samples(
+    args: argparse.Namespace,
+    reporter: Reporter,
+    cancel: Callable[[], bool],
+    inputs: List[Optional[str]],
+    produce: Callable[["Generator", Dict[str, Any]], object],
+    check: Callable[[], None] = lambda: None,
+) -> int:
+    """What generate and edit share: check the options (and ``check`` the command's own) and the outputs
+    before any work, load the model, ``produce(generator, options)`` the samples into the writer, and
+    put them in place."""
     from MedLSDMLib.generation.pipeline import Generator, check_generation_options, parse_max_memory
     from MedLSDMLib.io.labels import parse_mapping
     from MedLSDMLib.io.mapfile import read_map_file
@@ -254,24 +275,26 @@ def run_generate(args: argparse.Namespace, reporter: Reporter, cancel: Callable[
     start = time.perf_counter()
     max_memory = parse_max_memory(args.max_memory)
     check_generation_options(guidance=args.guidance, seed=args.seed, samples=args.samples, max_memory=max_memory)
+    check()
     map_file = read_map_file(args.map_file) if args.map_file else None
-    with sample_writer(args, [args.labels, args.reference], reporter) as writer:
+    with sample_writer(args, inputs, reporter) as writer:
         generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
-        generator.generate(
-            args.labels,
-            args.reference,
-            steps=args.steps,
-            guidance=args.guidance,
-            seed=args.seed,
-            sampler=args.sampler,
-            samples=args.samples,
-            mapping=parse_mapping(args.map),
-            map_file=map_file,
-            max_memory=max_memory,
-            progress=reporter.progress,
-            cancel=cancel,
-            log=reporter.log,
-            on_sample=writer.write,
+        produce(
+            generator,
+            {
+                "steps": args.steps,
+                "guidance": args.guidance,
+                "seed": args.seed,
+                "sampler": args.sampler,
+                "samples": args.samples,
+                "mapping": parse_mapping(args.map),
+                "map_file": map_file,
+                "max_memory": max_memory,
+                "progress": reporter.progress,
+                "cancel": cancel,
+                "log": reporter.log,
+                "on_sample": writer.write,
+            },
         )
         finish_samples(writer, reporter, cancel, start)
     return 0
