@@ -1,29 +1,47 @@
-"""Decoding latents to images, whole or in overlapping tiles (bounded memory)."""
+"""Decoding latents to images, whole or in tiles with a halo of context (bounded memory)."""
 
 from __future__ import annotations
 
 import contextlib
-import math
-from typing import Callable, ContextManager, List, Optional
+import itertools
+from typing import TYPE_CHECKING, Callable, ContextManager, List, Optional, Tuple, Union
 
 import torch
-from monai.inferers import sliding_window_inference
 
 from MedLSDMLib.errors import Cancelled
-from MedLSDMLib.models.label_decoder import pack_map, unpack_map
 from MedLSDMLib.models.networks import VQGAN
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 
-TILE_OVERLAP = 0.25
+if TYPE_CHECKING:
+    from types import EllipsisType
 
 
-def _count_windows(size: List[int], roi: List[int]) -> int:
-    """Number of windows sliding_window_inference visits for this size, roi and TILE_OVERLAP."""
-    count = 1
-    for s, r in zip(size, roi):
-        interval = max(int(r * (1 - TILE_OVERLAP)), 1)
-        count *= 1 if s <= r else math.ceil((s - r) / interval) + 1
-    return count
+def tile_halo(tile: int) -> int:
+    """Latent voxels of context decoded around each tile's kept core, on every side: a quarter of the
+    tile, which covers the decoders' reach (about 5 latent voxels) for the tiles memory planning picks."""
+    return max(1, tile // 4)
+
+
+def tile_windows(size: List[int], tile: int) -> List[Tuple[Tuple[slice, ...], Tuple[slice, ...], Tuple[slice, ...]]]:
+    """(window, core, core within the window) latent boxes that tile ``size``: each window is at most
+    ``tile`` voxels a side, its core (what is kept) the window less ``tile_halo`` voxels of context on each
+    side that is not the volume's edge. The cores cover the volume once."""
+    halo = tile_halo(tile)
+    core = max(1, tile - 2 * halo)
+    per_axis = []
+    for s in size:
+        boxes = []
+        for start in range(0, s, core):
+            stop = min(start + core, s)
+            low, high = max(0, start - halo), min(s, stop + halo)
+            boxes.append((slice(low, high), slice(start, stop), slice(start - low, stop - low)))
+        per_axis.append(boxes)
+    return [tuple(zip(*combination)) for combination in itertools.product(*per_axis)]
+
+
+def _index(box: Tuple[slice, ...], scale: int = 1) -> Tuple[Union[slice, "EllipsisType"], ...]:
+    """The tensor index of a (B, C, X, Y, Z) tensor for a latent box, scaled to the image by ``scale``."""
+    return (Ellipsis, *(slice(b.start * scale, b.stop * scale) for b in box))
 
 
 def decode_latent(
@@ -36,30 +54,28 @@ def decode_latent(
     cancel: Optional[CancelFn] = None,
 ) -> torch.Tensor:
     """Quantise and decode a latent (``classes``, the class indices (B, X, Y, Z) on the image grid, feed a
-    label-conditioned decoder); with ``tile``, in overlapping windows of tile³ latent voxels blended with
-    Gaussian weights (MONAI's sliding-window inference), so that memory stays bounded. The label map
-    travels through the windows packed beside the latent (``pack_map``)."""
+    label-conditioned decoder). With ``tile``, window by window (``tile_windows``): each window is decoded
+    with its halo of context and only its core is kept, so memory stays bounded and the tiles meet
+    without a seam."""
     quantized = autoencoder.quantize(latent)[0]
     segmap = autoencoder.label_map(classes)
-    if tile is None:
+    if tile is None or all(s <= tile for s in quantized.shape[2:]):
         with autocast():
             return autoencoder.decode_quantized(quantized, segmap).float()
-    factor = autoencoder.config.downsample_factor
-    channels = quantized.shape[1]
-    inputs = quantized if segmap is None else torch.cat([quantized, pack_map(segmap, factor)], 1)
-    size = list(quantized.shape[2:])
-    roi = [min(tile, s) for s in size]
-    total, done = _count_windows(size, roi), [0]
-
-    def decode_window(window: torch.Tensor) -> torch.Tensor:
+    f = autoencoder.config.downsample_factor
+    windows = tile_windows(list(quantized.shape[2:]), tile)
+    output: Optional[torch.Tensor] = None
+    for done, (window, core, inner) in enumerate(windows, 1):
         if cancel is not None and cancel():
             raise Cancelled()
-        window_map = None if segmap is None else unpack_map(window[:, channels:], factor)
+        window_map = None if segmap is None else segmap[_index(window, f)]
         with autocast():
-            out = autoencoder.decode_quantized(window[:, :channels], window_map).float()
-        done[0] += 1
+            decoded = autoencoder.decode_quantized(quantized[_index(window)], window_map).float()
+        if output is None:
+            shape = (*decoded.shape[:2], *(s * f for s in quantized.shape[2:]))
+            output = torch.empty(shape, dtype=torch.float32, device=decoded.device)
+        output[_index(core, f)] = decoded[_index(inner, f)]
         if progress is not None:
-            progress("decode", done[0], max(total, done[0]))
-        return out
-
-    return sliding_window_inference(inputs, roi, 1, decode_window, overlap=TILE_OVERLAP, mode="gaussian")
+            progress("decode", done, len(windows))
+    assert output is not None
+    return output

@@ -4,7 +4,7 @@ image at the voxel size instead of only through the 4×-coarser latent."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +17,22 @@ SPADE_NORM = "BATCH"
 
 
 def _spade(label_classes: int, channels: int, hidden: int) -> SPADE:
-    return SPADE(
-        label_nc=label_classes, norm_nc=channels, kernel_size=3, spatial_dims=3, hidden_channels=hidden, norm=SPADE_NORM
+    """MONAI's SPADE block made local: its γ and β convolutions come with an instance normalisation
+    (MONAI's Convolution default), which makes every voxel's modulation depend on the whole field of view,
+    so a 48³ training patch, a tile and the whole volume would be modulated differently. They are plain
+    convolutions here, as in the SPADE paper, and the parameter-free normalisation has no affine part."""
+    block = SPADE(
+        label_nc=label_classes,
+        norm_nc=channels,
+        kernel_size=3,
+        spatial_dims=3,
+        hidden_channels=hidden,
+        norm=SPADE_NORM,
+        norm_params={"affine": False},
     )
+    for convolution in (block.mlp_gamma, block.mlp_beta):
+        convolution.adn = nn.Identity()
+    return block
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int = 3) -> Convolution:
@@ -97,7 +110,7 @@ class LabelConditionedDecoder(nn.Module):
     def forward(self, latent: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(latent)
         for units, upsample in zip(self.levels, self.upsamples):
-            for unit in units:
+            for unit in cast(nn.ModuleList, units):
                 x = unit(x, segmap)
             x = F.silu(upsample(x))
         return self.conv_out(F.silu(self.out_norm(x, segmap)))
@@ -106,20 +119,3 @@ class LabelConditionedDecoder(nn.Module):
 def one_hot(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Class indices (B, X, Y, Z) → one-hot float map (B, num_classes, X, Y, Z)."""
     return F.one_hot(classes.long(), num_classes).permute(0, 4, 1, 2, 3).float()
-
-
-def pack_map(segmap: torch.Tensor, factor: int) -> torch.Tensor:
-    """(B, C, X, Y, Z) → (B, C·f³, X/f, Y/f, Z/f): each latent voxel carries its f³ full-resolution voxels as
-    channels, so a map can travel beside the latent through windowed (tiled) decoding. ``unpack_map`` inverts it."""
-    b, c, x, y, z = segmap.shape
-    f = factor
-    packed = segmap.reshape(b, c, x // f, f, y // f, f, z // f, f).permute(0, 1, 3, 5, 7, 2, 4, 6)
-    return packed.reshape(b, c * f**3, x // f, y // f, z // f)
-
-
-def unpack_map(packed: torch.Tensor, factor: int) -> torch.Tensor:
-    b, channels, x, y, z = packed.shape
-    f = factor
-    c = channels // f**3
-    segmap = packed.reshape(b, c, f, f, f, x, y, z).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    return segmap.reshape(b, c, x * f, y * f, z * f)

@@ -39,7 +39,7 @@ class VQGAN(nn.Module):
         self.encoder_frozen = False
         self.label_decoder: Optional[LabelConditionedDecoder] = None
         if config.label_conditioned:
-            self.vqvae.decoder = nn.Identity()  # replaced: its weights would be dead
+            self.vqvae.register_module("decoder", nn.Identity())  # replaced: its weights would be dead
             widths = config.decoder_channels or config.channels
             self.label_decoder = LabelConditionedDecoder(
                 config.latent_channels,
