@@ -189,7 +189,7 @@ class VQGANTrainer(Trainer[VQGANTraining]):
                 )
                 self.check_finite({"discriminator": d_loss})
                 self.d_scaler.scale(d_loss / len(fakes)).backward()
-                totals["discriminator"] = totals.get("discriminator", 0.0) + float(d_loss) / len(fakes)
+                totals["discriminator"] = totals.get("discriminator", 0.0) + float(d_loss.detach()) / len(fakes)
             self.apply_gradients(self.d_optimizer, self.d_scaler)
         return totals
 
