@@ -146,3 +146,27 @@ def test_worker_whose_reader_goes_away_stops(tmp_path: Path, labels_path: Path, 
 def slow_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Ancestral sampling over 1000 steps: long enough for the reader to go away first."""
     return make_bundle(tiny_card(timesteps=1000)).save(tmp_path_factory.mktemp("slow") / "slow-model")
+
+
+def test_the_worker_runs_edit_in_json_lines(tmp_path: Path, bundle_dir: Path, generator) -> None:
+    """``python -m MedLSDMLib.worker edit ...``: the Slicer module's edit mode, with the protocol of generate."""
+    labels = brain_labels()
+    original = write(labels, tmp_path / "original.nii.gz")
+    real = tmp_path / "real.nii.gz"
+    sitk.WriteImage(generator.generate(original, steps=2, seed=1)[0], str(real))
+    array = sitk.GetArrayFromImage(labels)
+    array[array == 2] = 1
+    edited = sitk.GetImageFromArray(array)
+    edited.CopyInformation(labels)
+    edited_path = write(edited, tmp_path / "edited.nii.gz")
+    output = tmp_path / "edited_result.nii.gz"
+    result = run_subprocess("edit", real, edited_path, "-o", output, "--original-labels", original, "--model",
+                            bundle_dir, "--device", "cpu", "--steps", "2", "--seed", "3", module="MedLSDMLib.worker")
+    assert result.code == 0, result.err
+    events = result.events()
+    check_progress(events)
+    assert events[-1]["type"] == "done" and events[-1]["paths"] == [str(output)]
+    # a usage error is a JSON error line too
+    bad = run_subprocess("edit", real, "-o", output, module="MedLSDMLib.worker")
+    assert bad.code == 2
+    assert bad.events()[-1]["type"] == "error"

@@ -476,14 +476,14 @@ class GenerationLogic:
     def editWorkerCommand(self, real: PathLike, labels: PathLike, original: PathLike, output: PathLike, *,
                           margin: float = DEFAULT_MARGIN, variability: Optional[PathLike] = None,
                           **options: Any) -> List[str]:
-        """The command line of ``medlsdm edit`` speaking the worker protocol (JSON lines on stdout)."""
+        """The worker's command line for ``medlsdm edit`` (every outcome, usage errors too, a JSON line)."""
         generate = self.workerCommand(labels, output, **options)
         python, rest = generate[0], generate[6:]  # after: python -m MedLSDMLib.worker LABELS -o OUTPUT
-        args = [python, "-m", "MedLSDMLib", "edit", str(real), str(labels), "-o", str(output),
+        args = [python, "-m", "MedLSDMLib.worker", "edit", str(real), str(labels), "-o", str(output),
                 "--original-labels", str(original), "--margin", repr(float(margin)), *rest]
         if variability is not None:
             args += ["--variability", str(variability)]
-        return args + ["--progress", "json"]
+        return args
 
     def edit(self, volumeNode: Any, segmentationNode: Any, originalSegmentation: Any = None, *,
              margin: float = DEFAULT_MARGIN, model: Optional[str] = None, steps: Optional[int] = None,

@@ -294,8 +294,6 @@ def edit(
     inside_crop = inside[box].to(torch_device)[None, None]
     what = "the image around the region"
     with out_of_memory_as_error(what), torch.no_grad():
-        if progress is not None:
-            progress("encode", 0, 1)
         known = encode_image(autoencoder, raw[image_box], low, high, torch_device, autocast) * card.latent_scale
         if progress is not None:
             progress("encode", 1, 1)

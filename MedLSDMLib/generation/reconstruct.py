@@ -138,8 +138,6 @@ def reconstruct(
     generator._to(torch_device)
     autoencoder = generator.bundle.autoencoder
     with out_of_memory_as_error(), torch.no_grad():
-        if progress is not None:
-            progress("encode", 0, 2)
         latent = encode_image(autoencoder, raw, low, high, torch_device, autocast)
         if cancel is not None and cancel():
             raise Cancelled()
