@@ -100,6 +100,11 @@ def to_dict(obj: Any) -> Dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+def fields_of(obj: Any) -> Dict[str, Any]:
+    """A dataclass's fields by name, the values themselves (not copied, unlike ``to_dict``)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
 @dataclass
 class AutoencoderConfig:
     """The VQ-GAN autoencoder (MONAI ``VQVAE``); each entry of ``channels`` halves the size once."""
@@ -248,8 +253,9 @@ MIN_MODEL_SPACING, MAX_MODEL_SPACING = 0.01, 100.0  # mm
 
 
 @dataclass
-class ModelCard:
-    """Everything model.json says about a bundle."""
+class ModelBasics:
+    """The part of a model card the VQ-GAN stage's config gives (``training.config.VQGANModel``): the name,
+    the data (label table, grid, intensity scaling) and the autoencoder."""
 
     name: str
     labels: List[LabelEntry]
@@ -260,6 +266,12 @@ class ModelCard:
     description: str = ""
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+
+
+@dataclass
+class ModelCard(ModelBasics):
+    """Everything model.json says about a bundle: the basics, the diffusion half and the record."""
+
     unet: UNetConfig = field(default_factory=UNetConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     latent_scale: float = 1.0

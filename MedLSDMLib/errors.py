@@ -4,38 +4,34 @@ from __future__ import annotations
 
 
 class MedLSDMError(Exception):
-    """Base error: its message is one line saying what is wrong and what to do."""
+    """Base error: its message is one line saying what is wrong and what to do. A subclass gives its exit
+    code and kind in its class line (``class InputError(MedLSDMError, exit_code=2, kind="input")``)."""
 
     exit_code = 1
     kind = "internal"
 
+    def __init_subclass__(cls, exit_code: int = 0, kind: str = "") -> None:
+        super().__init_subclass__()
+        if exit_code:
+            cls.exit_code = exit_code
+        if kind:
+            cls.kind = kind
 
-class InputError(MedLSDMError):
+
+class InputError(MedLSDMError, exit_code=2, kind="input"):
     """The user's input (files, labels, options) cannot be used."""
 
-    exit_code = 2
-    kind = "input"
 
-
-class ModelError(MedLSDMError):
+class ModelError(MedLSDMError, exit_code=3, kind="model"):
     """The model bundle is missing, damaged or does not match."""
 
-    exit_code = 3
-    kind = "model"
 
-
-class OutOfMemory(MedLSDMError):
+class OutOfMemory(MedLSDMError, exit_code=4, kind="memory"):
     """The request does not fit in the memory that is available."""
 
-    exit_code = 4
-    kind = "memory"
 
-
-class Cancelled(MedLSDMError):
+class Cancelled(MedLSDMError, exit_code=130, kind="cancelled"):
     """The user cancelled the run (Ctrl-C, SIGTERM or the Cancel button)."""
-
-    exit_code = 130
-    kind = "cancelled"
 
     def __init__(self, message: str = "cancelled; no output was written") -> None:
         super().__init__(message)

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import SimpleITK as sitk
 
+from MedLSDMLib.cli.options import add_device_options, add_model_options, add_reporting_options, engine_arguments
 from MedLSDMLib.errors import Cancelled, InputError
-from MedLSDMLib.runtime.hardware import add_precision_option, add_threads_option
+from MedLSDMLib.runtime.hardware import add_threads_option
 from MedLSDMLib.runtime.progress import Reporter
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--progress", choices=("text", "none"), default="text", help="progress bars on stderr, or none")
-    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    add_reporting_options(p, ("text", "none"), "progress bars on stderr, or none")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -50,8 +50,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(run=run_evaluate)
 
-    from MedLSDMLib.cli.main import PROGRESS_MODES
-
     p = commands.add_parser(
         "reconstruct",
         help="round-trip a real image through a model's autoencoder (the ceiling of any sample)",
@@ -63,25 +61,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="the real image (.nii.gz, .nii, .nrrd, .mha)")
     p.add_argument("labels", help="its label map (for the foreground the intensity normalisation uses)")
     p.add_argument("-o", "--output", required=True, help="output image; its extension picks the format")
-    p.add_argument("--model", help="bundle folder or a name from Resources/Models.json (default: the first)")
-    p.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="NAME=CLASS",
-        help="map a label value to a model class (repeatable), as for generate",
+    add_model_options(
+        p,
+        "map a label value to a model class (repeatable), as for generate",
+        "mapping file for the label map, as for generate",
     )
-    p.add_argument("--map-file", metavar="FILE", help="mapping file for the label map, as for generate")
-    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    add_precision_option(p)
-    add_threads_option(p)
-    p.add_argument(
-        "--progress",
-        choices=PROGRESS_MODES,
-        default="text",
-        help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)",
-    )
-    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    add_device_options(p)
+    add_reporting_options(p)
     p.set_defaults(run=run_reconstruct)
 
     p = commands.add_parser(
@@ -208,9 +194,7 @@ def run_reconstruct(args: argparse.Namespace, reporter: Reporter, cancel: Callab
         args.labels,
         mapping=parse_mapping(args.map),
         map_file=map_file,
-        progress=reporter.progress,
-        cancel=cancel,
-        log=reporter.log,
+        **engine_arguments(args, reporter, cancel),
     )
     if cancel():
         raise Cancelled()
@@ -250,14 +234,7 @@ def run_benchmark(args: argparse.Namespace, reporter: Reporter, cancel: Callable
         card,
         configs,
         args.size,
-        seed=args.seed,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        device=args.device,
-        threads=args.threads,
-        log=reporter.log,
-        progress=reporter.progress,
-        cancel=cancel,
+        **engine_arguments(args, reporter, cancel, "seed", "repeats", "warmup", "device", "threads"),
     )
     if cancel():
         raise Cancelled("benchmark cancelled; no report was written")

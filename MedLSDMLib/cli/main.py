@@ -16,13 +16,18 @@ if TYPE_CHECKING:
     from MedLSDMLib.generation.variability import SampleWriter
 
 from MedLSDMLib import __version__
+from MedLSDMLib.cli.options import (
+    PROGRESS_MODES,
+    add_device_options,
+    add_model_options,
+    add_reporting_options,
+    engine_arguments,
+)
 from MedLSDMLib.errors import Cancelled, InputError, MedLSDMError
 from MedLSDMLib.protocol import EXIT_CANCELLED, EXIT_DONE, EXIT_FAILED, EXIT_INPUT
-from MedLSDMLib.runtime.hardware import add_precision_option, add_threads_option
+from MedLSDMLib.runtime.hardware import add_threads_option
 from MedLSDMLib.runtime.interrupt import requested, run_stoppable, signals_ask_to_stop
 from MedLSDMLib.runtime.progress import Reporter, make_reporter
-
-PROGRESS_MODES = ("text", "json", "none")  # runtime.progress.make_reporter's reporters
 
 EXAMPLES = """examples:
   medlsdm generate labels.nii.gz -o synthetic.nii.gz --seed 1
@@ -49,18 +54,10 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
 
 def add_generation_options(p: argparse.ArgumentParser) -> None:
     """The options generate and edit share: model, label mapping, sampling, samples and their spread, device."""
-    p.add_argument("--model", help="bundle folder or a name from Resources/Models.json (default: the first)")
-    p.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="NAME=CLASS",
-        help="map an input label value or segment name to a model class (repeatable)",
-    )
-    p.add_argument(
-        "--map-file",
-        metavar="FILE",
-        help="CSV table of label value (or segment name) -> model class, e.g. the shipped "
+    add_model_options(
+        p,
+        "map an input label value or segment name to a model class (repeatable)",
+        "CSV table of label value (or segment name) -> model class, e.g. the shipped "
         "freesurfer_tissue for FreeSurfer/SynthSeg maps; --map overrides its rows",
     )
     p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
@@ -78,17 +75,9 @@ def add_generation_options(p: argparse.ArgumentParser) -> None:
         help="also write the voxelwise standard deviation of the samples (needs --samples 2 or more)",
     )
     p.add_argument("--mean", metavar="OUTPUT", help="also write the voxelwise mean of the samples")
-    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    add_precision_option(p)
-    add_threads_option(p)
+    add_device_options(p)
     p.add_argument("--max-memory", metavar="GIB", help="memory to stay within in GiB (default: what is free)")
-    p.add_argument(
-        "--progress",
-        choices=PROGRESS_MODES,
-        default="text",
-        help="text: bars on stderr; json: one JSON object per stdout line (the worker protocol)",
-    )
-    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    add_reporting_options(p)
 
 
 def _add_models(commands: argparse._SubParsersAction) -> None:
@@ -102,8 +91,7 @@ def _add_models(commands: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=text)
         action.add_argument("model", nargs="?", help="bundle folder or registered name (default: the first)")
         action.set_defaults(run=run)
-    p.add_argument("--progress", choices=PROGRESS_MODES, default="text", help=argparse.SUPPRESS)
-    p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    add_reporting_options(p, progress_help=argparse.SUPPRESS, debug_help=argparse.SUPPRESS)
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -122,8 +110,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in the config's output folder")
     p.add_argument("--device", default="auto", help="auto (GPU if available) or cpu")
     add_threads_option(p)
-    p.add_argument("--progress", choices=PROGRESS_MODES, default="text", help=argparse.SUPPRESS)
-    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    add_reporting_options(p, progress_help=argparse.SUPPRESS)
     p.set_defaults(run=run_train)
 
 
@@ -139,11 +126,8 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="bundle folder or registered name (default: the bundled demo model)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
-    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
-    add_precision_option(p)
-    add_threads_option(p)
-    p.add_argument("--progress", choices=PROGRESS_MODES, default="text", help=argparse.SUPPRESS)
-    p.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
+    add_device_options(p)
+    add_reporting_options(p, progress_help=argparse.SUPPRESS)
     p.set_defaults(run=run_demo)
 
 
@@ -152,15 +136,7 @@ def run_demo(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], 
 
     start = time.perf_counter()
     volume, figure = demo(
-        args.output,
-        model=args.model,
-        seed=args.seed,
-        steps=args.steps,
-        device=args.device,
-        precision=args.precision,
-        progress=reporter.progress,
-        cancel=cancel,
-        log=reporter.log,
+        args.output, **engine_arguments(args, reporter, cancel, "model", "seed", "steps", "device", "precision")
     )
     reporter.close()
     print(
@@ -282,17 +258,10 @@ def run_samples(
         produce(
             generator,
             {
-                "steps": args.steps,
-                "guidance": args.guidance,
-                "seed": args.seed,
-                "sampler": args.sampler,
-                "samples": args.samples,
+                **engine_arguments(args, reporter, cancel, "steps", "guidance", "seed", "sampler", "samples"),
                 "mapping": parse_mapping(args.map),
                 "map_file": map_file,
                 "max_memory": max_memory,
-                "progress": reporter.progress,
-                "cancel": cancel,
-                "log": reporter.log,
                 "on_sample": writer.write,
             },
         )

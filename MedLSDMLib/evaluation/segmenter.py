@@ -17,7 +17,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 from safetensors.torch import load_file
 
-from MedLSDMLib.card import IntensityConfig, LabelEntry, from_dict, to_dict
+from MedLSDMLib.card import IntensityConfig, LabelEntry, fields_of, from_dict, to_dict
 from MedLSDMLib.errors import InputError, ModelError
 from MedLSDMLib.io.geometry import resample, working_grid
 from MedLSDMLib.io.preprocess import preprocess_images
@@ -32,7 +32,8 @@ OVERLAP = 0.25
 
 @dataclass
 class SegmenterNetwork:
-    """MONAI ``UNet``: one entry of ``strides`` per downsampling between levels of ``channels``."""
+    """MONAI ``UNet`` (the fields are its keyword arguments): one entry of ``strides`` per downsampling
+    between levels of ``channels``."""
 
     channels: Tuple[int, ...] = (16, 32, 64, 128)
     strides: Tuple[int, ...] = (2, 2, 2)
@@ -50,8 +51,8 @@ class SegmenterNetwork:
 
 
 @dataclass
-class SegmenterCard:
-    """Everything segmenter.json says: classes, the data preprocessing, the network and its weights."""
+class SegmenterModel:
+    """What the segmenter's card says about its data and network (the ``model`` of its training config)."""
 
     name: str
     labels: List[LabelEntry]
@@ -59,6 +60,12 @@ class SegmenterCard:
     orientation: str = "RAS"
     intensity: IntensityConfig = field(default_factory=IntensityConfig)
     network: SegmenterNetwork = field(default_factory=SegmenterNetwork)
+
+
+@dataclass
+class SegmenterCard(SegmenterModel):
+    """Everything segmenter.json says: classes, the data preprocessing, the network and its weights."""
+
     patch_size: Tuple[int, ...] = (64, 64, 64)
     training: Dict[str, Any] = field(default_factory=dict)
     metrics: Dict[str, Any] = field(default_factory=dict)
@@ -68,16 +75,7 @@ class SegmenterCard:
 
 def build_network(network: SegmenterNetwork, num_classes: int) -> UNet:
     """The 3D UNet: 1 input channel, one output channel (logit) per class."""
-    return UNet(
-        spatial_dims=3,
-        in_channels=1,
-        out_channels=num_classes,
-        channels=network.channels,
-        strides=network.strides,
-        num_res_units=network.num_res_units,
-        norm=network.norm,
-        dropout=network.dropout,
-    )
+    return UNet(spatial_dims=3, in_channels=1, out_channels=num_classes, **fields_of(network))
 
 
 def predict_classes(

@@ -328,12 +328,8 @@ def edit(
                 autoencoder, latent / card.latent_scale, crop_classes, plan.tile, autocast, progress, cancel
             )
         result = blend(real, array_to_image(decoded_to_array(decoded, low, high), crop), feathered)
-        for key, value in (
-            ("medlsdm_model", f"{card.name} {card.version}"),
-            ("medlsdm_seed", str(seed + k)),
-            ("medlsdm_sampler", f"{sampler} {steps} steps, guidance {guidance:g}"),
-            ("medlsdm_edit", f"{int(edited.sum())} voxels grown by {margin:g} mm"),
-        ):
+        edit_note = f"{int(edited.sum())} voxels grown by {margin:g} mm"
+        for key, value in {**run.metadata(card, k), "medlsdm_edit": edit_note}.items():
             result.SetMetaData(key, value)
         if progress is not None:
             progress("decode", k + 1, samples)

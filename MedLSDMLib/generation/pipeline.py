@@ -6,7 +6,7 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -90,6 +90,14 @@ class RunOptions:
     precision: Precision
     autocast: Callable[[], ContextManager[Any]]
     batched: bool  # the sampler's guidance runs both branches in one UNet pass
+
+    def metadata(self, card: ModelCard, k: int) -> Dict[str, str]:
+        """What sample k's image says of itself: the model, its seed (seed + k) and the sampling."""
+        return {
+            "medlsdm_model": f"{card.name} {card.version}",
+            "medlsdm_seed": str(self.seed + k),
+            "medlsdm_sampler": f"{self.sampler} {self.steps} steps, guidance {self.guidance:g}",
+        }
 
 
 @dataclass
@@ -338,11 +346,7 @@ class Generator:
         low, high = card.intensity.low, card.intensity.high
         array = decoded_to_array(decoded, low, high)
         image = resample(array_to_image(array, grid), target, sitk.sitkLinear, default=low)
-        for key, value in (
-            ("medlsdm_model", f"{card.name} {card.version}"),
-            ("medlsdm_seed", str(run.seed + k)),
-            ("medlsdm_sampler", f"{run.sampler} {run.steps} steps, guidance {run.guidance:g}"),
-        ):
+        for key, value in run.metadata(card, k).items():
             image.SetMetaData(key, value)
         return image
 

@@ -27,7 +27,7 @@ import torch
 from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
 from MedLSDMLib.io.geometry import check_overlap, resample, working_grid
 from MedLSDMLib.io.labels import LabelSource, class_image
-from MedLSDMLib.io.preprocess import intensity_range, normalise
+from MedLSDMLib.io.preprocess import intensities_on_grid, intensity_range, normalise
 from MedLSDMLib.io.volumes import array_to_image, check_volume, image_to_array, read_image
 from MedLSDMLib.runtime.progress import ProgressFn
 
@@ -53,14 +53,7 @@ def real_on_grid(
     """``real`` resampled linearly onto ``grid`` (outside it: its minimum, as training pads), ``classes``
     on it (nearest neighbour, int64), and the range [low, high] that training's normalisation maps to
     [-1, 1] (``classes`` > 0 is the foreground)."""
-    raw = image_to_array(
-        resample(
-            sitk.Cast(real, sitk.sitkFloat32),
-            grid,
-            sitk.sitkLinear,
-            default=float(np.min(sitk.GetArrayViewFromImage(real))),
-        )
-    )
+    raw = intensities_on_grid(real, grid)
     on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor)).astype(np.int64)
     foreground = on_grid > 0
     if not foreground.any():

@@ -32,6 +32,13 @@ def intensity_range(image: np.ndarray, foreground: np.ndarray, config: Intensity
     return float(low), float(max(high, low + 1e-6))
 
 
+def intensities_on_grid(image: sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """``image`` resampled linearly onto ``grid`` as float32, (x, y, z); outside it, its minimum (as
+    training pads)."""
+    default = float(np.min(sitk.GetArrayViewFromImage(image)))
+    return image_to_array(resample(sitk.Cast(image, sitk.sitkFloat32), grid, sitk.sitkLinear, default=default))
+
+
 def normalise(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(2 * (image - low) / (high - low) - 1, -1, 1).astype(np.float32)
 
@@ -56,14 +63,7 @@ def preprocess_images(
             f"table ({', '.join(f'{e.value}={e.name}' for e in labels)}): add them to model.labels"
         )
     grid = working_grid(label, spacing, orientation, 1)
-    raw = image_to_array(
-        resample(
-            sitk.Cast(image, sitk.sitkFloat32),
-            grid,
-            sitk.sitkLinear,
-            default=float(np.min(sitk.GetArrayViewFromImage(image))),
-        )
-    )
+    raw = intensities_on_grid(image, grid)
     values_on_grid = image_to_array(resample(label, grid, sitk.sitkNearestNeighbor))
     classes = np.zeros(values_on_grid.shape, dtype=np.uint8)
     for value, index in known.items():

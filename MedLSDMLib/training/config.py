@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type, TypeVa
 import yaml
 
 from MedLSDMLib.card import (
-    AutoencoderConfig,
-    IntensityConfig,
-    LabelEntry,
+    ModelBasics,
     ModelCard,
     SchedulerConfig,
     UNetConfig,
+    fields_of,
     from_dict,
 )
 from MedLSDMLib.errors import InputError
@@ -124,18 +123,8 @@ class DiffusionTraining(TrainingCommon):
 
 
 @dataclass
-class VQGANModel:
+class VQGANModel(ModelBasics):
     """What the model card says about data and the autoencoder."""
-
-    name: str
-    labels: List[LabelEntry]
-    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    orientation: str = "RAS"
-    modality: str = "MRI"
-    version: str = "0.1.0"
-    description: str = ""
-    intensity: IntensityConfig = field(default_factory=IntensityConfig)
-    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
 
     def __post_init__(self) -> None:
         values = [e.value for e in self.labels]
@@ -143,16 +132,7 @@ class VQGANModel:
         if duplicates:
             raise ValueError(f"model.labels: value(s) {', '.join(map(str, duplicates))} appear more than once")
         # the checks of the model card it becomes, before any data is read
-        ModelCard(
-            name=self.name,
-            labels=self.labels,
-            spacing=self.spacing,
-            orientation=self.orientation,
-            modality=self.modality,
-            version=self.version,
-            intensity=self.intensity,
-            autoencoder=self.autoencoder,
-        )
+        ModelCard(**fields_of(self))
 
 
 @dataclass

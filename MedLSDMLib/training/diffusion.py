@@ -215,20 +215,14 @@ class DiffusionTrainer(Trainer[DiffusionTraining]):
             title=f"diffusion step {self.step}: {sampler} {steps} steps, guidance {self.card.default_guidance:g}",
         )
 
+    def stateful(self) -> Dict[str, Any]:
+        return {"unet": self.unet, "ema": self.ema, "optimizer": self.optimizer, "scaler": self.scaler}
+
     def state(self) -> Dict[str, Any]:
-        return {
-            "unet": self.unet.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "latent_scale": torch.tensor(self.card.latent_scale),
-        }
+        return {**super().state(), "latent_scale": torch.tensor(self.card.latent_scale)}
 
     def load_state(self, state: Dict[str, Any]) -> None:
-        self.unet.load_state_dict(state["unet"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        super().load_state(state)
         self.card.latent_scale = float(state["latent_scale"])
 
     def write_bundle(self) -> Path:

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from MedLSDMLib.card import IntensityConfig, LabelEntry
+from MedLSDMLib.card import fields_of
 from MedLSDMLib.errors import InputError
 from MedLSDMLib.evaluation.dice import dice_per_class, mean_defined
 from MedLSDMLib.evaluation.segmenter import (
     SegmenterCard,
-    SegmenterNetwork,
+    SegmenterModel,
     build_network,
     predict_classes,
     save_segmenter,
@@ -25,18 +25,6 @@ from MedLSDMLib.evaluation.segmenter import (
 from MedLSDMLib.io.figures import planes_figure
 from MedLSDMLib.training.config import AugmentConfig, DataConfig, TrainingCommon
 from MedLSDMLib.training.trainer import Trainer
-
-
-@dataclass
-class SegmenterModel:
-    """What the segmenter's card says about its data and network."""
-
-    name: str
-    labels: List[LabelEntry]
-    spacing: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    orientation: str = "RAS"
-    intensity: IntensityConfig = field(default_factory=IntensityConfig)
-    network: SegmenterNetwork = field(default_factory=SegmenterNetwork)
 
 
 @dataclass
@@ -61,15 +49,7 @@ class SegmenterTrainer(Trainer[TrainingCommon]):
                 f"downsampling factor {m.network.downsample_factor} (the product of its strides)"
             )
         self.load_data(m.labels, m.spacing, m.orientation, m.intensity)
-        self.card = SegmenterCard(
-            name=m.name,
-            labels=m.labels,
-            spacing=m.spacing,
-            orientation=m.orientation,
-            intensity=m.intensity,
-            network=m.network,
-            patch_size=s.patch_size,
-        )
+        self.card = SegmenterCard(**fields_of(m), patch_size=s.patch_size)
         self.num_classes = len(m.labels)
         self.net = build_network(m.network, self.num_classes).to(self.device)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -115,17 +95,8 @@ class SegmenterTrainer(Trainer[TrainingCommon]):
         self.card.metrics = {"validation_dice": value, "step": self.step}
         return {"val_dice": float("nan") if value is None else value}
 
-    def state(self) -> Dict[str, Any]:
-        return {
-            "net": self.net.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state(self, state: Dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+    def stateful(self) -> Dict[str, Any]:
+        return {"net": self.net, "optimizer": self.optimizer, "scaler": self.scaler}
 
     def write_bundle(self) -> Path:
         """The segmenter folder: segmenter.safetensors and segmenter.json."""

@@ -140,11 +140,8 @@ class RunLock:
                 self.folder.rmdir()  # only when empty
 
 
-class TrainingFailed(MedLSDMError):
+class TrainingFailed(MedLSDMError, kind="training"):
     """Training cannot go on (a NaN or infinite loss)."""
-
-    exit_code = 1
-    kind = "training"
 
 
 def _comparable(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -364,11 +361,16 @@ class Trainer(Generic[Settings]):
     def validate(self) -> Dict[str, float]:
         raise NotImplementedError
 
-    def state(self) -> Dict[str, Any]:
+    def stateful(self) -> Dict[str, Any]:
+        """What the checkpoint keeps, by key: each object's ``state_dict()`` (networks, optimizers, scalers)."""
         raise NotImplementedError
 
+    def state(self) -> Dict[str, Any]:
+        return {key: part.state_dict() for key, part in self.stateful().items()}
+
     def load_state(self, state: Dict[str, Any]) -> None:
-        raise NotImplementedError
+        for key, part in self.stateful().items():
+            part.load_state_dict(state[key])
 
     def write_bundle(self) -> Path:
         raise NotImplementedError

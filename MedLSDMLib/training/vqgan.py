@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 
-from MedLSDMLib.card import IntensityConfig, ModelCard, to_dict
+from MedLSDMLib.card import IntensityConfig, ModelCard, fields_of, to_dict
 from MedLSDMLib.errors import InputError, ModelError
 from MedLSDMLib.io.figures import compare_figure
 from MedLSDMLib.models.bundle import AUTOENCODER_FILE, read_bundle_state, save_weights, write_card
@@ -84,17 +84,7 @@ class VQGANTrainer(Trainer[VQGANTraining]):
         ranges = self.load_data(m.labels, m.spacing, m.orientation, m.intensity)
         low, high = median_range(ranges)
         intensity = IntensityConfig(**{**to_dict(m.intensity), "low": low, "high": high})
-        self.card = ModelCard(
-            name=m.name,
-            version=m.version,
-            modality=m.modality,
-            description=m.description,
-            labels=m.labels,
-            spacing=m.spacing,
-            orientation=m.orientation,
-            intensity=intensity,
-            autoencoder=m.autoencoder,
-        )
+        self.card = ModelCard(**{**fields_of(m), "intensity": intensity})
         if any(p % m.autoencoder.downsample_factor for p in s.patch_size):
             raise InputError(
                 f"training.patch_size {list(s.patch_size)} must be a multiple of the autoencoder's "
@@ -218,23 +208,15 @@ class VQGANTrainer(Trainer[VQGANTraining]):
         self.model.train()
         return {"val_l1": sum(l1) / len(l1), "val_psnr": sum(psnr) / len(psnr)}
 
-    def state(self) -> Dict[str, Any]:
+    def stateful(self) -> Dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "d_optimizer": self.d_optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "d_scaler": self.d_scaler.state_dict(),
+            "model": self.model,
+            "discriminator": self.discriminator,
+            "optimizer": self.optimizer,
+            "d_optimizer": self.d_optimizer,
+            "scaler": self.scaler,
+            "d_scaler": self.d_scaler,
         }
-
-    def load_state(self, state: Dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.d_scaler.load_state_dict(state["d_scaler"])
 
     def write_bundle(self) -> Path:
         """The autoencoder half of a bundle: model.json + autoencoder.safetensors."""
