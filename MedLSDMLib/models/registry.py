@@ -236,9 +236,9 @@ def _download(entry: ModelEntry, progress: Optional[ProgressFn]) -> Path:
 def _lookup(spec: Optional[str]) -> Union[Path, ModelEntry]:
     """``spec`` as a bundle folder path (it exists) or as its registry entry (a name, or None for the
     first registered model); ModelError when it is neither."""
+    entries = known_models()  # first: a registry with unsafe names is refused whatever is asked for
     if spec is not None and Path(spec).exists():
         return Path(spec)
-    entries = known_models()
     if spec is None:
         if not entries:
             raise ModelError("no model given and none is installed: pass --model with a bundle folder")
