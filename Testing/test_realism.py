@@ -212,3 +212,22 @@ def test_benchmark_agreement_and_table_show_realism_next_to_the_reference() -> N
     header, _, line = rows_table({"rows": [row]})
     assert "histogram distance to reference" in header and "sharpness / reference" in header
     assert f"{blurred['sharpness_ratio']:.4g}" in line
+
+
+def test_background_to_contrast_and_contrast_order() -> None:
+    from MedLSDMLib.evaluation.realism import realism, summarise_realism
+
+    classes = np.zeros((20, 20, 20), np.int16)
+    classes[4:16, 4:16, 4:16] = 1
+    classes[7:13, 7:13, 7:13] = 3
+    real = np.choose(classes, [0.0, 10.0, 0.0, 30.0]).astype(np.float32)
+    noisy = real + np.where(classes == 0, np.random.default_rng(0).normal(0, 2.0, real.shape), 0.0)
+    flipped = np.choose(classes, [0.0, 30.0, 0.0, 10.0]).astype(np.float32)
+    case = realism(real, noisy, classes, (1.0, 1.0, 1.0))
+    # background sd 2 over a class-mean spread of 20, in the same z units
+    assert case["background_to_contrast"]["synthetic"] == pytest.approx(0.1, rel=0.05)
+    assert case["background_to_contrast"]["real"] == pytest.approx(0.0, abs=1e-9)
+    assert case["contrast_order"] is True
+    assert realism(real, flipped, classes, (1.0, 1.0, 1.0))["contrast_order"] is False
+    summary = summarise_realism([case, realism(real, flipped, classes, (1.0, 1.0, 1.0))])
+    assert summary["contrast_order_right"] == 1 and summary["cases"] == 2

@@ -48,6 +48,12 @@ def realism_table(report: Dict[str, Any]) -> List[str]:
         + f". Correlation with the real image in the foreground: {number(r['correlation'])}"
         + (f" (baseline {number(b['correlation'])})" if b is not None else "")
         + ".",
+        "",
+        f"Background noise over the tissue contrast (brightest minus darkest class mean): real "
+        f"{number(r['background_to_contrast_real'])}, synthetic {number(r['background_to_contrast_synthetic'])}"
+        + (f", baseline {number(b['background_to_contrast_synthetic'])}" if b is not None else "")
+        + f". Class means in the real image's order (tissue contrast right): {r['contrast_order_right']} of "
+        f"{r['cases']} case(s).",
     ]
     return lines
 

@@ -16,6 +16,11 @@ penalised for the units, only for the shape of its histograms, its blur and its 
   image; below 1: blurrier; above 1: noisier or sharper).
 - **background noise**: the standard deviation of the z-scored image over the voxels outside the
   foreground (a skull-stripped real image with a black background has 0).
+- **background to contrast**: that standard deviation over the spread of the foreground class means
+  (the brightest class's mean minus the darkest's: white matter minus CSF in a T1 brain); 0.02 means the
+  background's noise is 2 % of the tissue contrast.
+- **contrast order**: whether the foreground classes' means come in the same order as in the real image
+  (the tissue contrast is right).
 - **correlation**: Pearson's correlation of the two images over the foreground voxels (voxel-wise
   agreement with the real image, for reference).
 """
@@ -38,6 +43,8 @@ METHODS = {
     "(1 = as sharp as the real image, < 1 blurrier, > 1 noisier)",
     "background_noise": "standard deviation of the foreground-z-scored image over the voxels outside the "
     "label map's foreground (0 for a black background)",
+    "background_to_contrast": "background standard deviation / (highest - lowest foreground class mean)",
+    "contrast_order": "whether the foreground classes' mean intensities have the real image's order",
     "correlation": "Pearson correlation of the real and the synthetic image over the foreground voxels",
 }
 
@@ -66,6 +73,15 @@ def background_noise(image: np.ndarray, foreground: np.ndarray) -> Optional[floa
     return float(outside.std()) if outside.size else None
 
 
+def class_means(image: np.ndarray, classes: np.ndarray, present: Sequence[int]) -> Dict[int, float]:
+    return {v: float(image[classes == v].mean()) for v in present}
+
+
+def contrast(means: Dict[int, float]) -> Optional[float]:
+    """The spread of the class means (brightest minus darkest); None with fewer than two classes."""
+    return max(means.values()) - min(means.values()) if len(means) > 1 else None
+
+
 def correlation(real: np.ndarray, synthetic: np.ndarray, foreground: np.ndarray) -> Optional[float]:
     """Pearson's r over the foreground voxels; None when either image is constant there."""
     a, b = real[foreground].astype(np.float64), synthetic[foreground].astype(np.float64)
@@ -91,6 +107,7 @@ def realism(real: np.ndarray, synthetic: np.ndarray, classes: np.ndarray, spacin
     sharp_s = {v: float(gradient_s[classes == v].mean()) for v in present}
     whole_r, whole_s = float(gradient_r[foreground].mean()), float(gradient_s[foreground].mean())
     noise_r, noise_s = background_noise(r, foreground), background_noise(s, foreground)
+    means_r, means_s = class_means(r, classes, present), class_means(s, classes, present)
     return {
         "histogram_distance": distance,
         "histogram_distance_mean": float(np.mean(list(distance.values()))),
@@ -103,6 +120,11 @@ def realism(real: np.ndarray, synthetic: np.ndarray, classes: np.ndarray, spacin
             "foreground_ratio": _ratio(whole_s, whole_r),
         },
         "background_noise": {"real": noise_r, "synthetic": noise_s},
+        "background_to_contrast": {
+            "real": _ratio(noise_r, contrast(means_r)),
+            "synthetic": _ratio(noise_s, contrast(means_s)),
+        },
+        "contrast_order": sorted(present, key=means_r.get) == sorted(present, key=means_s.get),
         "correlation": correlation(real, synthetic, foreground),
     }
 
@@ -126,6 +148,10 @@ def summarise_realism(cases: List[Dict[str, Any]]) -> Dict[str, Any]:
         "sharpness_ratio_foreground": _mean([c["sharpness"]["foreground_ratio"] for c in cases]),
         "background_noise_real": _mean([c["background_noise"]["real"] for c in cases]),
         "background_noise_synthetic": _mean([c["background_noise"]["synthetic"] for c in cases]),
+        "background_to_contrast_real": _mean([c["background_to_contrast"]["real"] for c in cases]),
+        "background_to_contrast_synthetic": _mean([c["background_to_contrast"]["synthetic"] for c in cases]),
+        "contrast_order_right": sum(bool(c["contrast_order"]) for c in cases),
+        "cases": len(cases),
         "correlation": _mean([c["correlation"] for c in cases]),
     }
 
