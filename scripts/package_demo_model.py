@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--benchmark", type=Path, help="benchmark.json of medlsdm benchmark")
     parser.add_argument("--evaluation-note", help="what was evaluated, and how (maps, sampler, seed, segmenter)")
     parser.add_argument("--demo-seconds", type=float, help="wall time of `medlsdm demo`")
+    parser.add_argument("--sweep", type=Path, help="JSON of the autoencoder capacity sweep (setup, rows, targets)")
     args = parser.parse_args(argv)
 
     bundle = ModelBundle.load(args.bundle)
@@ -55,6 +56,8 @@ def main(argv=None) -> int:
             metrics["evaluation"]["setup"] = args.evaluation_note
     if args.benchmark:
         metrics["benchmark"] = benchmark_summary(args.benchmark)
+    if args.sweep:
+        metrics["autoencoder_sweep"] = json.loads(args.sweep.read_text())
     if args.demo_seconds:
         metrics["demo_seconds_2_cpu_cores"] = args.demo_seconds
     bundle.card.metrics = metrics
