@@ -181,3 +181,15 @@ def test_damaged_bundle_end_to_end(tmp_path: Path, good_bundle: Path) -> None:
     assert_one_line_error(result, 3, AUTOENCODER_FILE, "SHA-256")
     missing = run_subprocess("models", "verify", good_bundle.parent.parent / "missing")
     assert_one_line_error(missing, 3, "missing")
+
+
+def test_saved_weights_get_the_usual_file_permissions(tmp_path: Path) -> None:
+    """safetensors creates its files 0600; a bundle folder shared with others must be readable by them."""
+    import os
+    import stat
+
+    folder = make_bundle(tiny_card()).save(tmp_path / "bundle")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("autoencoder.safetensors", "diffusion.safetensors", "model.json"):
+        assert stat.S_IMODE(os.stat(folder / name).st_mode) == 0o666 & ~mask, name

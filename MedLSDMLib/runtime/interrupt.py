@@ -67,6 +67,12 @@ def temporary(path: Path) -> Iterator[Path]:
         unmark(path)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def staged_file(path: Path) -> Iterator[Path]:
     """Write ``path`` atomically: the block writes the hidden temporary this yields, which is then
@@ -79,6 +85,8 @@ def staged_file(path: Path) -> Iterator[Path]:
             yield staging
             if requested():
                 raise Cancelled()
+            if staging.is_file():  # writers such as safetensors create 0600 files: give the usual permissions
+                os.chmod(staging, 0o666 & ~_umask())
             os.replace(staging, path)
         finally:
             if staging.exists():
