@@ -195,7 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         card.metrics["held_out_realism"] = {**summary, "setup": (
             "scripts/evaluate_model.py (make evaluate): the voxelmorph subject and one deformed map of each "
             "training subject on oblique 1.4x1.6x2.2 mm grids; mixture segmenter; realism metrics of "
-            "MedLSDMLib/realism.py; baseline = MedLSDMLib/baseline.py; round trip = medlsdm reconstruct")}
+            "MedLSDMLib/evaluation/realism.py; baseline = MedLSDMLib/evaluation/baseline.py; round trip = medlsdm reconstruct")}
         write_card(Path(folder), card)
         log(f"wrote the table into {Path(folder) / 'model.json'} (metrics.held_out_realism)")
     print("", flush=True)

@@ -54,7 +54,7 @@ MEDLSDM=("$PYTHON" -m MedLSDMLib)
 say "MedLSDM GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')"
 "$PYTHON" - <<'EOF' | tee -a "$SUMMARY"
 import torch
-from MedLSDMLib.hardware import choose_precision, probe_cpu
+from MedLSDMLib.runtime.hardware import choose_precision, probe_cpu
 print(f"GPU: {torch.cuda.get_device_name(0)}, {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB; "
       f"torch {torch.__version__}, CUDA {torch.version.cuda}; precision auto -> {choose_precision('auto', 'cuda').name}")
 print(f"CPU: {probe_cpu().describe()}")

@@ -124,7 +124,7 @@ def realism(real: np.ndarray, synthetic: np.ndarray, classes: np.ndarray, spacin
             "real": _ratio(noise_r, contrast(means_r)),
             "synthetic": _ratio(noise_s, contrast(means_s)),
         },
-        "contrast_order": sorted(present, key=means_r.get) == sorted(present, key=means_s.get),
+        "contrast_order": sorted(present, key=lambda v: means_r[v]) == sorted(present, key=lambda v: means_s[v]),
         "correlation": correlation(real, synthetic, foreground),
     }
 
