@@ -367,7 +367,7 @@ class GenerationLogic:
         job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), referenceNode=referenceVolumeNode,
                    transformNodeId=source.GetTransformNodeID(), outputVolumeNode=outputVolumeNode,
                    progressCallback=progressCallback, logCallback=logCallback, finishedCallback=finishedCallback)
-        try:
+        def prepare() -> List[str]:
             if sameNode(outputVolumeNode, referenceVolumeNode):
                 raise GenerationError(f"the output volume is the reference volume {referenceVolumeNode.GetName()}: "
                                       "choose another output volume, or let MedLSDM create one")
@@ -377,19 +377,11 @@ class GenerationLogic:
             labels = Path(task.temporaryFolder) / "labels.nrrd"
             job.geometry = self.exportLabelmap(segmentationNode, referenceVolumeNode, ids, values, labels)
             self._beforeWorker()
-            args = self.workerCommand(labels, Path(task.temporaryFolder) / "synthetic.nrrd", model=model, steps=steps,
-                                      guidance=guidance, seed=seed, samples=samples, device=device, mapArgs=mapArgs)
-        except GenerationError as exc:
-            self._finish(job, "error", str(exc))
-            if waitForCompletion:
-                raise
-            return task
-        self._start(job, args, waitForCompletion)
-        if not waitForCompletion:
-            return task
-        if task.state != "done":
-            raise GenerationError(task.message)
-        return task.outputNodes[0] if samples == 1 else list(task.outputNodes)
+            return self.workerCommand(labels, Path(task.temporaryFolder) / "synthetic.nrrd", model=model,
+                                      steps=steps, guidance=guidance, seed=seed, samples=samples, device=device,
+                                      mapArgs=mapArgs)
+
+        return self._launch(job, task, prepare, waitForCompletion, samples)
 
     # -- editing a real scan -------------------------------------------------------------------
 
@@ -508,7 +500,7 @@ class GenerationLogic:
         job = _Job(task, volumeNode.GetName(), volumeNode.GetScene(), referenceNode=volumeNode,
                    transformNodeId=volumeNode.GetTransformNodeID(), progressCallback=progressCallback,
                    logCallback=logCallback, finishedCallback=finishedCallback, resultName="edited")
-        try:
+        def prepare() -> List[str]:
             if volumeNode.IsA("vtkMRMLLabelMapVolumeNode") or not volumeNode.IsA("vtkMRMLScalarVolumeNode") or \
                     volumeNode.GetImageData() is None:
                 raise GenerationError(f"{volumeNode.GetName()} is not a real image volume: choose the scan to edit")
@@ -543,10 +535,20 @@ class GenerationLogic:
             if variability:
                 job.variabilityPath = str(folder / "variability.nrrd")
             self._beforeWorker()
-            args = self.editWorkerCommand(real, folder / "labels.nrrd", folder / "original.nrrd", folder / "edited.nrrd",
+            return self.editWorkerCommand(real, folder / "labels.nrrd", folder / "original.nrrd",
+                                          folder / "edited.nrrd",
                                           margin=margin, variability=job.variabilityPath, model=model, steps=steps,
                                           guidance=guidance, seed=seed, samples=samples, device=device,
                                           mapArgs=mapArgs)
+
+        return self._launch(job, task, prepare, waitForCompletion, samples)
+
+    def _launch(self, job: "_Job", task: GenerationTask, prepare: Callable[[], List[str]], waitForCompletion: bool,
+                samples: int) -> Any:
+        """``prepare`` (checks, exports, the command line), then the worker. A GenerationError of prepare ends
+        the task in the error state (and is raised when blocking); blocking, the result node(s)."""
+        try:
+            args = prepare()
         except GenerationError as exc:
             self._finish(job, "error", str(exc))
             if waitForCompletion:
