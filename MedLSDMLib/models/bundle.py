@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -164,8 +164,11 @@ def load_autoencoder(folder: Union[str, Path]) -> Tuple[ModelCard, VQGAN]:
     return card, autoencoder.eval()
 
 
-def read_bundle_state(folder: Union[str, Path], name: str) -> Tuple[ModelCard, Dict[str, torch.Tensor]]:
-    """The card of a bundle and the tensors of one of its weight files, hash checked (to start training from)."""
+def read_bundle_state(
+    folder: Union[str, Path], names: Sequence[str]
+) -> Tuple[ModelCard, List[Dict[str, torch.Tensor]]]:
+    """The card of a bundle and the tensors of each of its weight files ``names``, hash checked (to start
+    training from)."""
     card = read_card(folder)
-    verify_weights(folder, card, (name,))
-    return card, read_state(Path(folder) / name)
+    verify_weights(folder, card, names)
+    return card, [read_state(Path(folder) / name) for name in names]

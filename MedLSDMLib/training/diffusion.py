@@ -14,13 +14,12 @@ import torch.nn.functional as F
 from monai.networks.schedulers import RFlowScheduler
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from MedLSDMLib.errors import InputError, ModelError
+from MedLSDMLib.errors import InputError
 from MedLSDMLib.io.figures import planes_figure
 from MedLSDMLib.models.bundle import (
     AUTOENCODER_FILE,
     DIFFUSION_FILE,
     load_autoencoder,
-    read_bundle_state,
     save_weights,
     sha256,
     write_card,
@@ -33,7 +32,7 @@ from MedLSDMLib.sampling.loop import sample_latent
 from MedLSDMLib.sampling.samplers import default_sampler, noise_scheduler, resolve_steps
 from MedLSDMLib.training.config import DiffusionRun, DiffusionTraining
 from MedLSDMLib.training.data import centre_patch, pad_to
-from MedLSDMLib.training.trainer import Trainer
+from MedLSDMLib.training.trainer import Trainer, read_init_from
 from MedLSDMLib.training.vqgan import ENCODER_KEYS
 
 
@@ -82,11 +81,7 @@ class DiffusionTrainer(Trainer[DiffusionTraining]):
     def start_from(self, folder: str) -> Dict[str, Any]:
         """Fine-tuning: the UNet weights and latent scale of bundle ``folder``, whose UNet must be the one
         model.unet describes and whose latent space the autoencoder's (the same encoder and codebook)."""
-        try:
-            source, state = read_bundle_state(folder, DIFFUSION_FILE)
-        except ModelError as exc:
-            raise InputError(f"init_from: {exc}") from None
-        _, autoencoder_state = read_bundle_state(folder, AUTOENCODER_FILE)
+        source, (state, autoencoder_state) = read_init_from(folder, DIFFUSION_FILE, AUTOENCODER_FILE)
         mine = self.autoencoder.state_dict()
         if any(
             k not in mine or not torch.equal(mine[k].float(), v.float())

@@ -32,9 +32,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
-from MedLSDMLib.card import IntensityConfig, LabelEntry, to_dict
+from MedLSDMLib.card import IntensityConfig, LabelEntry, ModelCard, to_dict
 from MedLSDMLib.errors import Cancelled, InputError, MedLSDMError, ModelError
 from MedLSDMLib.io.preprocess import Case
+from MedLSDMLib.models.bundle import read_bundle_state
 from MedLSDMLib.runtime.hardware import choose_precision, describe_run
 from MedLSDMLib.runtime.interrupt import staged_file
 from MedLSDMLib.training.config import AugmentConfig, DataConfig, TrainingCommon
@@ -51,6 +52,14 @@ PARTIAL_CHECKPOINT = re.compile(r"\.(checkpoint\.partial-\d+\.pt|run\.partial-\d
 
 Settings = TypeVar("Settings", bound=TrainingCommon)
 Settings_co = TypeVar("Settings_co", bound=TrainingCommon, covariant=True)
+
+
+def read_init_from(folder: str, *names: str) -> Tuple[ModelCard, List[Dict[str, torch.Tensor]]]:
+    """``init_from``'s card and weight files (hash checked); a bundle that cannot be read is the config's fault."""
+    try:
+        return read_bundle_state(folder, names)
+    except ModelError as exc:
+        raise InputError(f"init_from: {exc}") from None
 
 
 class RunConfig(Protocol[Settings_co]):

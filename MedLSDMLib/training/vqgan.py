@@ -12,13 +12,13 @@ from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 
 from MedLSDMLib.card import IntensityConfig, ModelCard, fields_of, to_dict
-from MedLSDMLib.errors import InputError, ModelError
+from MedLSDMLib.errors import InputError
 from MedLSDMLib.io.figures import compare_figure
-from MedLSDMLib.models.bundle import AUTOENCODER_FILE, read_bundle_state, save_weights, write_card
+from MedLSDMLib.models.bundle import AUTOENCODER_FILE, save_weights, write_card
 from MedLSDMLib.models.networks import VQGAN
 from MedLSDMLib.training.config import VQGANRun, VQGANTraining
 from MedLSDMLib.training.data import centre_patch, median_range
-from MedLSDMLib.training.trainer import Trainer
+from MedLSDMLib.training.trainer import Trainer, read_init_from
 
 
 def perceptual_loss(weights: str) -> torch.nn.Module:
@@ -48,10 +48,7 @@ def start_from(model: VQGAN, folder: str, card: ModelCard) -> Dict[str, Any]:
     """Load the autoencoder weights of bundle ``folder`` into ``model`` where they fit: the encoder and the
     codebook always (their shapes must agree), the decoder when it is of the same kind. Returns what the
     model card records about it; InputError when the bundle's labels, spacing or encoder differ."""
-    try:
-        source, state = read_bundle_state(folder, AUTOENCODER_FILE)
-    except ModelError as exc:
-        raise InputError(f"init_from: {exc}") from None
+    source, (state,) = read_init_from(folder, AUTOENCODER_FILE)
     if [e.value for e in source.labels] != [e.value for e in card.labels] or tuple(source.spacing) != tuple(
         card.spacing
     ):
