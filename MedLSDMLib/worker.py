@@ -3,6 +3,7 @@ worker protocol.
 
     PythonSlicer -m MedLSDMLib.worker LABELS -o OUTPUT [generate options]
     PythonSlicer -m MedLSDMLib.worker edit REAL LABELS -o OUTPUT [edit options]
+    PythonSlicer -m MedLSDMLib.worker serve [--idle-timeout SECONDS]   (many requests, one process: cli/serving.py)
 
 Each stdout line is one JSON object: {"type": "progress", "stage", "step", "total"},
 {"type": "log", "message"}, {"type": "done", "path", "paths", "seeds", "seconds"} or
@@ -21,6 +22,10 @@ from MedLSDMLib.cli.main import main as cli_main
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["serve"]:
+        from MedLSDMLib.cli.serving import main as serve
+
+        return serve(args[1:])
     command = args.pop(0) if args[:1] == ["edit"] else "generate"
     return cli_main([command, *args, "--progress", "json"], protocol=True)
 

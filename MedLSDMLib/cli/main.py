@@ -244,7 +244,8 @@ def run_samples(
     """What generate and edit share: check the options (and ``check`` the command's own) and the outputs
     before any work, load the model, ``produce(generator, options)`` the samples into the writer, and
     put them in place."""
-    from MedLSDMLib.generation.pipeline import Generator, check_generation_options, parse_max_memory
+    from MedLSDMLib.generation.model_cache import load_generator
+    from MedLSDMLib.generation.pipeline import check_generation_options, parse_max_memory
     from MedLSDMLib.io.labels import parse_mapping
     from MedLSDMLib.io.mapfile import read_map_file
 
@@ -254,7 +255,7 @@ def run_samples(
     check()
     map_file = read_map_file(args.map_file) if args.map_file else None
     with sample_writer(args, inputs, reporter) as writer:
-        generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
+        generator = load_generator(args.model, args.device, args.precision, progress=reporter.progress)
         produce(
             generator,
             {
