@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from MedLSDMLib.errors import InputError
+from MedLSDMLib.generation.crop import latent_box
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_edit_options
 from MedLSDMLib.generation.memory import plan_memory
 from MedLSDMLib.generation.reconstruct import (
@@ -151,20 +152,6 @@ def changed_region(labels: sitk.Image, original: sitk.Image) -> np.ndarray:
     return changed
 
 
-def latent_box(mask: np.ndarray, step: int, minimum: int) -> Slices:
-    """The box of ``mask`` (x, y, z latent voxels) grown by ``CONTEXT``, its ends on multiples of ``step``
-    and at least ``minimum`` long (what the UNet takes), inside the latent grid (itself such a size)."""
-    where = np.argwhere(mask)
-    box = []
-    for low, high, size in zip(where.min(axis=0) - CONTEXT, where.max(axis=0) + 1 + CONTEXT, mask.shape):
-        low, high = max(0, low // step * step), min(size, -(-high // step) * step)
-        if high - low < minimum:
-            high = min(size, low + minimum)
-            low = max(0, high - minimum)
-        box.append(slice(int(low), int(high)))
-    return tuple(box)  # type: ignore[return-value]
-
-
 def keep_known(
     known: torch.Tensor, noise: torch.Tensor, inside: torch.Tensor, scheduler: "Scheduler"
 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
@@ -255,7 +242,7 @@ def edit(
     factor = card.autoencoder.downsample_factor
     touched = torch.from_numpy(mask_on_grid(grown, real, grid).transpose(2, 1, 0).astype(np.float32))[None, None]
     inside = F.max_pool3d(F.max_pool3d(touched, factor), 3, stride=1, padding=1)[0, 0] > 0
-    box = latent_box(inside.numpy(), card.size_multiple // factor, 2 * card.size_multiple // factor)
+    box = latent_box(inside.numpy(), card.size_multiple // factor, 2 * card.size_multiple // factor, CONTEXT)
     image_box = tuple(slice(s.start * factor, s.stop * factor) for s in box)
     crop = grid[image_box]
     latent_size = [s.stop - s.start for s in box]

@@ -14,6 +14,7 @@ import torch
 
 from MedLSDMLib.card import ModelCard
 from MedLSDMLib.errors import InputError
+from MedLSDMLib.generation import crop
 from MedLSDMLib.generation.memory import MemoryPlan, plan_memory
 from MedLSDMLib.generation.reconstruct import decoded_to_array, out_of_memory_as_error
 from MedLSDMLib.io.geometry import check_overlap, resample, working_geometry
@@ -102,13 +103,16 @@ class RunOptions:
 
 @dataclass
 class _WorkingGrid:
-    """The model's grid for one label map: the grid, the classes on it, the latent size, the memory plan."""
+    """The model's grid for one label map, cut to the box sampled (crop.py): the grid, the classes on it, the
+    latent size, the memory plan; the latent box within the whole latent grid (None: all of it) and its size."""
 
     grid: sitk.Image
     classes: np.ndarray
     factor: int
     latent_size: List[int]
     plan: MemoryPlan
+    box: Optional[crop.Slices]
+    whole_latent: List[int]
 
 
 class Generator:
@@ -202,7 +206,7 @@ class Generator:
                     cancel,
                 )
             del latent
-            image = self._on_input_grid(decoded, work.grid, target, run, k)
+            image = self._on_input_grid(decoded, work, target, run, k)
             del decoded
             if on_sample is not None:
                 on_sample(k, image)
@@ -275,11 +279,18 @@ class Generator:
         # at least two voxels per axis at the UNet's deepest level (its normalisation needs more than one)
         spec = working_geometry(classes, card.spacing, card.orientation, card.size_multiple, 2 * card.size_multiple)
         factor = card.autoencoder.downsample_factor
-        latent_size = [s // factor for s in spec.size]
+        grid = spec.image()
+        on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
+        whole_latent = [s // factor for s in spec.size]
+        box = crop.foreground_box(on_grid, factor, card.size_multiple // factor, 2 * card.size_multiple // factor)
+        if box is not None:
+            image_box = crop.scaled(box, factor)
+            grid, on_grid = grid[image_box], on_grid[image_box]
+        latent_size = [s // factor for s in on_grid.shape]
         # output images held at once (float32 on the target grid, and the copy a checked write reads back)
         held = (1 if streamed else samples) + 1
         output_bytes = held * 4 * int(np.prod(target.GetSize(), dtype=np.float64)) + 4 * int(
-            np.prod(spec.size, dtype=np.float64)
+            np.prod(on_grid.shape, dtype=np.float64)
         )
         plan = plan_memory(
             card,
@@ -290,9 +301,7 @@ class Generator:
             self.bundle.weight_bytes(),
             resident=output_bytes if run.device.type == "cpu" else 0,
         )
-        grid = spec.image()
-        on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor))
-        return _WorkingGrid(grid=grid, classes=on_grid, factor=factor, latent_size=latent_size, plan=plan)
+        return _WorkingGrid(grid, on_grid, factor, latent_size, plan, box, whole_latent)
 
     def _log_run(self, run: RunOptions, work: _WorkingGrid, log: Optional[Callable[[str], None]]) -> None:
         if log is None:
@@ -303,6 +312,7 @@ class Generator:
             f"model {card.name} {card.version}: {hardware}; "
             f"sampler {run.sampler}, {run.steps} steps, guidance {run.guidance:g}, seed {run.seed}; grid "
             f"{'x'.join(map(str, work.classes.shape))} at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
+            f"{'' if work.box is None else '; sampling the labels box, ' + crop.box_text(work.box, work.whole_latent)}"
             f"{'; tiled decoding' if work.plan.tile else ''}"
         )
         if run.precision.warning:
@@ -325,27 +335,38 @@ class Generator:
             if progress is not None:
                 progress(stage, k * total + step, samples * total)
 
+        generator = torch.Generator(device=run.device).manual_seed(run.seed + k)
+        shape = (1, card.autoencoder.latent_channels, *work.latent_size)
+        noise = None
+        if work.box is not None:  # the box of the whole grid's noise: the box is sampled as the whole would be
+            whole = (1, card.autoencoder.latent_channels, *work.whole_latent)
+            noise = torch.randn(whole, generator=generator, device=run.device, dtype=torch.float32)
+            noise = noise[(slice(None), slice(None)) + work.box].contiguous()
         return sample_latent(
             model,
             card.scheduler,
-            (1, card.autoencoder.latent_channels, *work.latent_size),
+            shape,
             sampler=run.sampler,
             steps=run.steps,
-            generator=torch.Generator(device=run.device).manual_seed(run.seed + k),
+            generator=generator,
+            noise=noise,
             progress=sample_progress,
             cancel=cancel,
             bounds=self.bundle.autoencoder.codebook_bounds(card.latent_scale),
         )
 
     def _on_input_grid(
-        self, decoded: torch.Tensor, grid: sitk.Image, target: sitk.Image, run: RunOptions, k: int
+        self, decoded: torch.Tensor, work: _WorkingGrid, target: sitk.Image, run: RunOptions, k: int
     ) -> sitk.Image:
-        """A decoded volume in the image's units, resampled from the working grid onto the input's grid,
-        with the model, seed and sampler in its metadata."""
+        """A decoded volume in the image's units, resampled from the working grid onto the input's grid (beyond
+        the box sampled: the model's background level there), with the model, seed and sampler in its metadata."""
         card = self.card
         low, high = card.intensity.low, card.intensity.high
         array = decoded_to_array(decoded, low, high)
-        image = resample(array_to_image(array, grid), target, sitk.sitkLinear, default=low)
+        fill = low
+        if work.box is not None:
+            array, fill = crop.into_background(array, work.classes, work.box, work.whole_latent, work.factor, low)
+        image = resample(array_to_image(array, work.grid), target, sitk.sitkLinear, default=fill)
         for key, value in run.metadata(card, k).items():
             image.SetMetaData(key, value)
         return image

@@ -12,6 +12,8 @@ Steps (those of training and generation, so that the round trip sees what the ne
 3. encode, quantise (fp32), decode;
 4. the result is scaled back with the same range, so it is in the image's own units, and resampled
    linearly onto the image's exact grid.
+Only the box of the labels plus ``crop.CONTEXT`` latent voxels is encoded and decoded; beyond it the result is
+the reconstruction's background level next to the box.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import SimpleITK as sitk
 import torch
 
 from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
+from MedLSDMLib.generation import crop
 from MedLSDMLib.io.geometry import check_overlap, resample, working_grid
 from MedLSDMLib.io.labels import LabelSource, class_image
 from MedLSDMLib.io.preprocess import intensities_on_grid, intensity_range, normalise
@@ -122,6 +125,12 @@ def reconstruct(
 
     grid = working_grid(real, card.spacing, card.orientation, card.size_multiple)
     raw, on_grid, low, high = real_on_grid(real, classes, grid, card.intensity)
+    factor = card.autoencoder.downsample_factor
+    whole = [n // factor for n in on_grid.shape]
+    box = crop.foreground_box(on_grid, factor, 1, 2)  # the labels' box (crop.py)
+    if box is not None:
+        image_box = crop.scaled(box, factor)
+        grid, raw, on_grid = grid[image_box], raw[image_box], on_grid[image_box]
     if log is not None:
         log(
             f"model {card.name} {card.version}: autoencoder round trip on {'x'.join(map(str, raw.shape))} voxels at "
@@ -141,7 +150,11 @@ def reconstruct(
         )
         if progress is not None:
             progress("decode", 2, 2)
-    result = resample(array_to_image(decoded_to_array(decoded, low, high), grid), real, sitk.sitkLinear, default=low)
+    values = decoded_to_array(decoded, low, high)
+    fill = low
+    if box is not None:
+        values, fill = crop.into_background(values, on_grid, box, whole, factor, low)
+    result = resample(array_to_image(values, grid), real, sitk.sitkLinear, default=fill)
     result = sitk.Cast(result, sitk.sitkFloat32)
     result.CopyInformation(real)
     result.SetMetaData("medlsdm_model", f"{card.name} {card.version}")
