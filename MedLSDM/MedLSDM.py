@@ -118,8 +118,10 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """The module is closed or Slicer exits: stop the run, and end the serving worker."""
         if self._task is not None:
             self._task.cancel()
+        self.logic.stopWorker()
         self.removeObservers()
 
     def enter(self) -> None:

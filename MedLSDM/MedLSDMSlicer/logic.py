@@ -21,7 +21,8 @@ import slicer
 import vtk
 
 from .engine import GenerationError, engineFolder, useEngine
-from .process import Event, WorkerProcess
+from . import serving
+from .process import Event
 
 useEngine()
 # the engine's torch-free modules (Testing/Slicer/test_module_files.py: TORCH_FREE_ENGINE)
@@ -158,7 +159,7 @@ class GenerationTask:
     outputNodes: List[Any] = field(default_factory=list)
     outputPaths: List[str] = field(default_factory=list)
     temporaryFolder: Optional[str] = None
-    process: Optional[WorkerProcess] = None
+    process: Optional[serving.ServedRequest] = None
     variabilityNode: Any = None
 
     def cancel(self) -> None:
@@ -260,6 +261,11 @@ class GenerationLogic:
         for pair in mapArgs:
             args += ["--map", pair]
         return args
+
+    @staticmethod
+    def stopWorker() -> None:
+        """End the serving worker (the module is closed, Slicer exits); the next run starts a new one."""
+        serving.sharedWorker().stop()
 
     # -- export ------------------------------------------------------------------------------
 
@@ -684,7 +690,7 @@ class GenerationLogic:
         try:
             env = self.workerEnvironment()
             logging.info(f"MedLSDM: {' '.join(args)}")
-            job.task.process = WorkerProcess(args, env, lambda event: self._onEvent(job, event))
+            job.task.process = serving.submit(args, env, lambda event: self._onEvent(job, event))
         except (GenerationError, OSError) as exc:
             self._finish(job, "error", str(exc) if isinstance(exc, GenerationError)
                          else f"the worker could not be started ({exc}): check the Python it runs with")

@@ -8,6 +8,7 @@ are handed over on the thread that polls (the GUI thread), never on the reader t
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -236,3 +237,20 @@ class ServingWorker:
             self.kill()
             proc.wait()
         self._proc = None
+
+
+_shared = ServingWorker()
+atexit.register(_shared.stop)  # Slicer (or the Python console's process) exits: the worker ends with it
+
+
+def sharedWorker() -> ServingWorker:
+    """The serving worker of this process (one for every logic: the module's, the console's)."""
+    return _shared
+
+
+def submit(workerArgs: List[str], env: Dict[str, str], onEvent: Callable[[Event], None]) -> ServedRequest:
+    """A one-shot worker command line (``PYTHON -m MedLSDMLib.worker [edit] ARGS...``) sent as a request to the
+    shared serving worker instead."""
+    python, args = workerArgs[0], list(workerArgs[3:])
+    command = args.pop(0) if args[:1] == ["edit"] else "generate"
+    return _shared.submit(python, env, command, args, onEvent)
