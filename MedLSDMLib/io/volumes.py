@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ ORTHOGONALITY_TOLERANCE = 1e-4
 # declared bytes / 1032 cannot hold the voxels its header declares
 MAX_COMPRESSION_RATIO = 1032
 PARTIAL_PREFIX = ".medlsdm-partial-"
+MAX_DATA_FILES = 10000  # of one detached header (a slice per file), checked against the outputs
 
 
 def suffix_of(path: PathLike) -> str:
@@ -313,15 +315,122 @@ def check_output_path(path: PathLike, inputs: Iterable[Optional[PathLike]] = ())
         )
     if path.is_dir():
         raise InputError(f"output {path} is a folder: give a file name such as {path / 'synthetic.nii.gz'}")
-    for other in inputs:
-        if other is not None and Path(other).exists() and path.resolve() == Path(other).resolve():
-            raise InputError(f"output {path} is also an input: choose another output file")
-    if (path.exists() or path.is_symlink()) and not os.access(path, os.W_OK, follow_symlinks=False):
-        raise InputError(
-            f"output {path} exists and is read-only or immutable, so it cannot be replaced: "
-            "choose another output file, or make it writable"
-        )
+    read = [(Path(other), file) for other in inputs if other is not None for file in files_read(other)]
+    for written in files_written(path):
+        for other, file in read:
+            clash = _clash(written, file)
+            if clash:
+                subject = f"output {path}" + ("" if written == path else f" would write {written.name}, which")
+                target = f"input {other}" if file == other else f"the data file {file.name} of input {other}"
+                raise InputError(
+                    f"{subject} {clash} {target}: the output is also an input and writing it would destroy "
+                    "that input; choose another output name"
+                )
+        if (written.exists() or written.is_symlink()) and not os.access(written, os.W_OK, follow_symlinks=False):
+            raise InputError(
+                f"output {written} exists and is read-only or immutable, so it cannot be replaced: "
+                "choose another output file, or make it writable"
+            )
     return path
+
+
+def check_distinct_outputs(paths: Sequence[Path], what: str) -> None:
+    """No two outputs write the same file (header or data file), even one whose name differs only in
+    letter case (one file on a case-insensitive file system), or InputError naming ``what`` they are."""
+    written = [(k, path, file) for k, path in enumerate(paths) for file in files_written(path)]
+    for i, (k, path, file) in enumerate(written):
+        for j, other, other_file in written[i + 1 :]:
+            clash = _clash(file, other_file) if j != k else ""
+            if clash:
+                raise InputError(f"{what} must be different files: {file} {clash} {other_file} ({path}, {other})")
+
+
+def _clash(a: Path, b: Path) -> str:
+    """How files ``a`` and ``b`` are one file: the same path once resolved, the same file (inode; a hard
+    link), or names that differ only in letter case (one file on macOS, Windows and other case-insensitive
+    file systems); "" when they are not."""
+    resolved_a, resolved_b = a.resolve(), b.resolve()
+    if resolved_a == resolved_b:
+        return "is"
+    with contextlib.suppress(OSError):
+        first, second = resolved_a.stat(), resolved_b.stat()
+        if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+            return "is the same file (a hard link) as"
+    if os.path.normcase(str(resolved_a)).casefold() == os.path.normcase(str(resolved_b)).casefold():
+        return "differs only in letter case (one file on a case-insensitive file system) from"
+    return ""
+
+
+def files_read(path: PathLike) -> List[Path]:
+    """The files reading the image ``path`` opens: the file itself and, for a detached header (.nhdr,
+    .mhd, NRRD 'data file', Analyze .hdr/.img), the data file(s) it names."""
+    path = Path(path)
+    files = [path]
+    suffix = suffix_of(path)
+    try:
+        if suffix in (".nrrd", ".nhdr", SEGMENTATION_SUFFIX):
+            files += _data_files(path, re.compile(rb"data ?file\s*:\s*(.*)", re.IGNORECASE), b"")
+        elif suffix in (".mha", ".mhd"):
+            files += _data_files(path, re.compile(rb"elementdatafile\s*=\s*(.*)", re.IGNORECASE), b"local")
+        elif suffix in (".hdr", ".img", ".img.gz"):
+            stem = path.name[: len(path.name) - len(suffix)]
+            files += [path.with_name(stem + s) for s in (".hdr", ".img", ".img.gz") if s != suffix]
+    except OSError:
+        pass  # an unreadable input: reading it fails with its own error
+    return files
+
+
+def _data_files(header: Path, field: "re.Pattern[bytes]", local: bytes) -> List[Path]:
+    """The data files a NRRD or MetaImage header names in ``field`` (relative to the header's folder): one
+    name, ``LIST`` and the names on the lines after it, or a ``%d`` pattern with min, max and step. The
+    header ends at that field or at a blank line (NRRD), where an attached file's voxels begin."""
+    with open(header, "rb") as stream:
+        lines = stream.read(1 << 20).splitlines()
+    for number, line in enumerate(lines):
+        if not line.strip():
+            return []
+        match = field.match(line.strip())
+        if not match:
+            continue
+        value = match.group(1).strip()
+        words = value.split()
+        if not words or value.lower() == local:
+            return []
+        names = [value]
+        if words[0].upper() == b"LIST":
+            names = [n.strip() for n in lines[number + 1 :] if n.strip()]
+        elif b"%" in words[0] and len(words) >= 4:
+            with contextlib.suppress(ValueError, TypeError):
+                first, last, step = (int(w) for w in words[1:4])
+                indices = range(first, last + (1 if step > 0 else -1), step or 1)
+                names = [words[0] % k for k in indices[:MAX_DATA_FILES]]
+        return [header.parent / os.fsdecode(name) for name in names[:MAX_DATA_FILES]]
+    return []
+
+
+def files_written(path: PathLike) -> List[Path]:
+    """The files writing an image to ``path`` creates: ``path`` and, for a format SimpleITK writes as two
+    files (.nhdr, .mhd), its data file beside it (found by writing a tiny image of that name)."""
+    path = Path(path)
+    return [path] + [path.with_name(name) for name in _data_file_names(_staged_name(path))]
+
+
+@functools.lru_cache(maxsize=64)
+def _data_file_names(name: str) -> Tuple[str, ...]:
+    with tempfile.TemporaryDirectory(prefix=PARTIAL_PREFIX) as folder:
+        try:
+            with quiet_native_stderr():
+                sitk.WriteImage(sitk.Image([2, 2, 2], sitk.sitkUInt8), str(Path(folder) / name), useCompression=True)
+        except RuntimeError:
+            return ()
+        return tuple(sorted(f for f in os.listdir(folder) if f != name))
+
+
+def _staged_name(path: Path) -> str:
+    """The name an output is written under before it is renamed into place: ITK picks the writer by a
+    lower-case extension, so OUT.NII.GZ is written as OUT.nii.gz (and its data file named after that)."""
+    suffix = suffix_of(path)
+    return path.name[: len(path.name) - len(suffix)] + suffix
 
 
 def _name_max(folder: Path) -> int:
@@ -474,9 +583,7 @@ class StagedImages:
     def write(self, index: int, image: sitk.Image) -> None:
         path, scratch = self.paths[index], self.scratch
         assert scratch is not None, "StagedImages.write outside its with block"
-        suffix = suffix_of(path)
-        # ITK picks the writer by a lower-case extension: OUT.NII.GZ is written as OUT.nii.gz, then renamed
-        temporary = scratch / (path.name[: len(path.name) - len(suffix)] + suffix)
+        temporary = scratch / _staged_name(path)
         before = set(scratch.iterdir())
         try:
             with quiet_native_stderr():  # the NIfTI writer prints its own "wrote only N bytes" there
