@@ -17,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import ArrayLike
 
-from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
+from MedLSDMLib.errors import Cancelled, InputError, ModelError, OutOfMemory
 from MedLSDMLib.runtime import interrupt
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -513,6 +513,19 @@ def _write_failed(path: Path, folder: Path, reason: str) -> InputError:
     return InputError(f"could not write {path} ({reason}{room}): free some space or choose another folder{kept}")
 
 
+def check_finite(image: sitk.Image, path: Path) -> None:
+    """No NaN or infinite voxel is ever written: such a result is a ModelError (the inputs are finite and
+    in range, so a computation overflowed), raised before anything is written."""
+    values = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(values.dtype, np.floating):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise ModelError(
+                f"the result for {path.name} has {bad} NaN or infinite voxels (a computation overflowed; with "
+                "--precision fp16 or bf16, try --precision fp32): nothing was written"
+            )
+
+
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     """Equal size, and spacing, origin and direction equal to within what 32-bit floats (NIfTI) keep."""
 
@@ -583,6 +596,7 @@ class StagedImages:
     def write(self, index: int, image: sitk.Image) -> None:
         path, scratch = self.paths[index], self.scratch
         assert scratch is not None, "StagedImages.write outside its with block"
+        check_finite(image, path)
         temporary = scratch / _staged_name(path)
         before = set(scratch.iterdir())
         try:
