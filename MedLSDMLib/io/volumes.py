@@ -37,6 +37,8 @@ ORTHOGONALITY_TOLERANCE = 1e-4
 # deflate (gzip, zlib) never packs more than 1032 bytes into one: a compressed file smaller than
 # declared bytes / 1032 cannot hold the voxels its header declares
 MAX_COMPRESSION_RATIO = 1032
+# bzip2's (its run-length steps pack up to about 4.6e7 bytes into one)
+BZIP2_MAX_RATIO = 46_000_000
 PARTIAL_PREFIX = ".medlsdm-partial-"
 MAX_DATA_FILES = 10000  # of one detached header (a slice per file), checked against the outputs
 
@@ -115,30 +117,67 @@ def _check_shape(dimension: int, components: int, size: Sequence[int], what: str
         raise InputError(f"{what} has size {tuple(size)}, a single slice: MedLSDM needs a 3D volume")
 
 
-def _detached_data(path: Path) -> bool:
-    """True when the voxels are in another file than the header (.nhdr, .mhd, NRRD 'data file')."""
-    if suffix_of(path) in (".nhdr", ".mhd"):
-        return True
-    if suffix_of(path) in (".nrrd", SEGMENTATION_SUFFIX):
+def _capacity(path: Path, voxel_bytes: int) -> Tuple[int, str]:
+    """The most voxel bytes the file(s) of image ``path`` can hold, and which file(s) they are: the file
+    itself, or the data file(s) a detached header (.nhdr, .mhd, NRRD 'data file', Analyze .hdr) names;
+    compressed data by the most its compression packs into one byte, text by one voxel per character."""
+    analyze = suffix_of(path) in (".hdr", ".img", ".img.gz")
+    data = [f for f in files_read(path)[1:] if not analyze or (f.suffix != ".hdr" and f.exists())]
+    for data_file in data:
+        if not data_file.is_file():
+            raise InputError(
+                f"the header {path.name} names the data file {data_file}, which does not exist: keep the data "
+                "file beside its header (or fix the header's data file name)"
+            )
+    holders = data or [path]
+    size = sum(f.stat().st_size for f in holders)
+    encoding = (_header_field(path, b"encoding") or b"").lower()
+    compressed = (_header_field(path, b"compresseddata") or b"").lower() == b"true"
+    if encoding.startswith(b"bz"):
+        ratio = BZIP2_MAX_RATIO
+    elif encoding in (b"ascii", b"text", b"txt"):
+        ratio = voxel_bytes
+    elif not data or compressed or encoding.startswith(b"g") or any(f.name.lower().endswith(".gz") for f in data):
+        ratio = MAX_COMPRESSION_RATIO  # an attached file: its own compression is not read here
+    else:
+        ratio = 1
+    names = ", ".join(f.name for f in holders[:3]) + (f" and {len(holders) - 3} more" if len(holders) > 3 else "")
+    return size * ratio, f"{'its data file ' if data else ''}{names} ({size} bytes)"
+
+
+def _header_field(path: Path, name: bytes) -> Optional[bytes]:
+    """A NRRD (``name: value``) or MetaImage (``Name = value``) header field's value, or None."""
+    try:
         with open(path, "rb") as stream:
-            head = stream.read(1 << 16).split(b"\n\n", 1)[0].lower()
-        return b"data file:" in head or b"datafile:" in head or b"encoding: bz" in head
-    return False
+            head = stream.read(1 << 16)
+    except OSError:
+        return None
+    separator = b"=" if suffix_of(path) in (".mha", ".mhd") else b":"
+    for line in head.splitlines():
+        key, sep, value = line.partition(separator)
+        key = key.strip().lower().replace(b" ", b"")
+        if not line.strip():
+            break  # a NRRD header ends at a blank line
+        if sep and key == name:
+            return value.strip()
+        if key == b"elementdatafile":
+            break  # a MetaImage header ends there
+    return None
 
 
 def check_declared_size(path: Path, voxels: int, voxel_bytes: int, what: str, copies: float = 2.0) -> None:
-    """Before any voxel is read: the file can hold what its header declares, and the memory is there
-    to read it (``copies`` times the voxels, for the reader's buffer and a working copy)."""
+    """Before any voxel is read: the file, or a detached header's data file(s), can hold what the header
+    declares, and the memory is there to read it (``copies`` times the voxels, for the reader's buffer
+    and a working copy)."""
     from MedLSDMLib.runtime.resources import _size, available_ram
 
     declared = int(voxels) * int(voxel_bytes)
-    if not _detached_data(path):
-        room = path.stat().st_size * MAX_COMPRESSION_RATIO
-        if declared > room:
-            raise InputError(
-                f"{what} {path} declares {voxels} voxels ({_size(declared)}) but the file has only "
-                f"{path.stat().st_size} bytes: it is truncated or its header is damaged"
-            )
+    room, holders = _capacity(path, voxel_bytes)
+    if declared > room:
+        raise InputError(
+            f"{what} {path} declares {voxels} voxels ({_size(declared)}) but {holders} cannot hold them: "
+            "it is truncated or its header is damaged"
+        )
     needed, available = int(declared * copies), available_ram()
     if available is not None and needed > available:
         raise OutOfMemory(
@@ -420,7 +459,10 @@ def _data_file_names(name: str) -> Tuple[str, ...]:
     with tempfile.TemporaryDirectory(prefix=PARTIAL_PREFIX) as folder:
         try:
             with quiet_native_stderr():
-                sitk.WriteImage(sitk.Image([2, 2, 2], sitk.sitkUInt8), str(Path(folder) / name), useCompression=True)
+                writer = sitk.ImageFileWriter()  # the writer that sitk.WriteImage uses, as a probe of its own
+                writer.SetFileName(str(Path(folder) / name))
+                writer.SetUseCompression(True)
+                writer.Execute(sitk.Image([2, 2, 2], sitk.sitkUInt8))
         except RuntimeError:
             return ()
         return tuple(sorted(f for f in os.listdir(folder) if f != name))
