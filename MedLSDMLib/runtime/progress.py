@@ -99,7 +99,7 @@ class JsonReporter(Reporter):
         try:
             sys.stdout.write(protocol.to_line(event) + "\n")
             sys.stdout.flush()
-        except (BrokenPipeError, ValueError):  # the reader is gone (closed pipe): nobody wants the result
+        except (OSError, ValueError, AttributeError):  # the reader is gone (a closed pipe or stdout: None)
             _silence_stdout()
             request_stop()
 
@@ -123,7 +123,7 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
 
 
