@@ -55,6 +55,7 @@ def example_in_a_larger_oblique_grid() -> sitk.Image:
     return sitk.Resample(labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
 
 
+@pytest.mark.slow
 def test_the_crop_matches_the_uncropped_sample_inside_the_brain() -> None:
     """The demo model, seed 1: the labels' box against the whole working grid, inside the brain."""
     from MedLSDMLib.generation.pipeline import Generator

@@ -102,7 +102,7 @@ def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def generate_request(request_id: str, labels: Path, output: Path, model: Path, *extra: str, steps: bool = True) -> Event:
-    args = [str(labels), "-o", str(output), "--model", str(model), "--device", "cpu", "--seed", "1"]
+    args = [str(labels), "-o", str(output), "--model", str(model), "--device", "cpu", "--threads", "1", "--seed", "1"]
     return {"id": request_id, "command": "generate", "args": args + ["--steps", "2"] * steps + list(extra)}
 
 
@@ -154,6 +154,7 @@ def test_a_bad_request_is_an_error_event_and_the_worker_goes_on(
     assert events[-1]["id"] == "ok" and events[-1]["type"] == "done"
 
 
+@pytest.mark.slow
 def test_cancel_ends_the_running_request_and_the_next_one_runs(
     served: InProcess, tmp_path: Path, bundle_dir: Path, slow_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,7 +173,7 @@ def test_cancel_ends_the_running_request_and_the_next_one_runs(
     served.send({"command": "cancel", "id": "slow"})
     served.send({"command": "cancel", "id": "queued"})
     events = served.out.until_end("slow")
-    assert time.monotonic() - asked < GRACE_SECONDS
+    assert time.monotonic() - asked < 3.0  # the promise: a cancel ends the request within 3 s
     assert events[-1] == {"type": "error", "kind": "cancelled", "message": str(Cancelled()), "id": "slow"}
 
     events = served.out.until_end("after")
@@ -183,6 +184,8 @@ def test_cancel_ends_the_running_request_and_the_next_one_runs(
     assert folder_entries(tmp_path) == ["after.nii.gz", "labels.nii.gz"]
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_the_end_of_stdin_ends_the_worker_after_the_requests_read(tmp_path: Path, bundle_dir: Path) -> None:
     """End to end: requests piped in, then stdin closed; the worker answers both and exits with 0."""
     labels = write(brain_labels(), tmp_path / "labels.nii.gz")
