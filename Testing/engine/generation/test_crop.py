@@ -111,3 +111,16 @@ def test_a_map_that_fills_its_grid_is_not_cut() -> None:
     expected = [(max(0, (lo - crop.CONTEXT) // 2 * 2), min(8, -(-(hi + crop.CONTEXT) // 2) * 2))
                 for lo, hi in ((1, 3), (1, 3), (5, 6))]
     assert [(s.start, s.stop) for s in box] == expected
+
+
+def test_reconstruct_round_trips_the_labels_box_and_keeps_the_grid(generator) -> None:
+    labels = small_brain_in_a_big_grid()
+    real = sitk.Cast(labels, sitk.sitkFloat32) * 60.0 + sitk.AdditiveGaussianNoise(sitk.Cast(labels, sitk.sitkFloat32), 5.0)
+    real.CopyInformation(labels)
+    result = generator.reconstruct(real, labels, device="cpu")
+    assert_grid(result, labels)
+    brain = sitk.GetArrayFromImage(labels) > 0
+    distance = ndimage.distance_transform_edt(~brain, sampling=np.array(labels.GetSpacing())[::-1])
+    values = sitk.GetArrayFromImage(result)
+    assert (distance > 60).sum() > 1000 and len(np.unique(values[distance > 60])) == 1  # beyond the box: one level
+    assert np.isfinite(values).all() and values[brain].std() > 0
