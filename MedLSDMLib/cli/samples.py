@@ -86,7 +86,8 @@ def run_samples(
     Returns:
         The exit code, 0.
     """
-    from MedLSDMLib.generation.pipeline import Generator, check_generation_options, parse_max_memory
+    from MedLSDMLib.generation.options import check_generation_options, parse_max_memory
+    from MedLSDMLib.generation.pipeline import Generator
     from MedLSDMLib.io.labels import parse_mapping
     from MedLSDMLib.io.mapfile import read_map_file
 
