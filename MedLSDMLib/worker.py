@@ -20,6 +20,14 @@ from MedLSDMLib.cli.main import main as cli_main
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``medlsdm generate`` (or ``edit``) with ``--progress json`` in protocol mode.
+
+    Args:
+        argv: the worker's arguments (default: the command line); ``edit`` first selects edit.
+
+    Returns:
+        The exit code (protocol.EXIT_*); every outcome was also written as a JSON line.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args[:1] == ["edit"] else "generate"
     return cli_main([command, *args, "--progress", "json"], protocol=True)
