@@ -118,14 +118,32 @@ class Generator(ModelRunner):
         )
 
     def edit(self, image: Union[str, Path, sitk.Image], labels: LabelSource, **options) -> List[sitk.Image]:
-        """The real ``image`` with one region regenerated from the edited ``labels`` (``region=MASK`` or
-        ``original=MAP``, ``margin`` mm); outside the grown region the real voxels exactly. Options as
-        ``edit.edit``."""
+        """The real ``image`` with one region regenerated from the edited ``labels``.
+
+        Args:
+            image: the real image (a path or a SimpleITK image).
+            labels: the edited label map, on the image's grid.
+            **options: as ``edit.edit``: ``region=MASK`` or ``original=MAP``, ``margin`` mm, and the
+                sampling options of ``generate``.
+
+        Returns:
+            The edited images (outside the grown region the real voxels exactly), or [] with ``on_sample``.
+        """
         return editing.edit(self, image, labels, **options)
 
     def reconstruct(self, image: Union[str, Path, sitk.Image], labels: LabelSource, **options) -> sitk.Image:
         """``image`` round-tripped through the autoencoder (normalise, encode, quantise, decode, de-normalise)
-        on its own grid: the ceiling of any sample. Options as ``reconstruct.reconstruct``."""
+        on its own grid: the ceiling of any sample.
+
+        Args:
+            image: the real image (a path or a SimpleITK image).
+            labels: its label map (its foreground sets the intensity normalisation).
+            **options: as ``reconstruct.reconstruct`` (mapping, map_file, device, precision, progress, cancel,
+                log).
+
+        Returns:
+            The round trip, float32 on the image's grid in its units.
+        """
         return reconstruction.reconstruct(self, image, labels, **options)
 
     # -- the steps of generate ------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Tuple, Type, TypeVar, Union
 
 import SimpleITK as sitk
 import torch
@@ -33,6 +33,7 @@ from MedLSDMLib.sampling.samplers import SAMPLERS, default_sampler, resolve_step
 # what the loop hands a finished decoded volume to: (decoded (1, 1, X, Y, Z) in [-1, 1], k) -> sample k's image
 Finish = Callable[[torch.Tensor, int], sitk.Image]
 OnSample = Callable[[int, sitk.Image], None]
+R = TypeVar("R", bound="ModelRunner")
 
 
 @dataclass
@@ -79,12 +80,12 @@ class ModelRunner:
 
     @classmethod
     def load(
-        cls,
+        cls: Type[R],
         model: Union[str, Path, None] = None,
         device: str = "auto",
         precision: str = "auto",
         progress: Optional[ProgressFn] = None,
-    ) -> Any:
+    ) -> R:
         """Load a bundle folder, or a model named in Resources/Models.json.
 
         Args:
