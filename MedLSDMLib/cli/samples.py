@@ -87,7 +87,7 @@ def run_samples(
         The exit code, 0.
     """
     from MedLSDMLib.generation.model_cache import load_generator
-    from MedLSDMLib.generation.pipeline import check_generation_options, parse_max_memory
+    from MedLSDMLib.generation.options import check_generation_options, parse_max_memory
     from MedLSDMLib.io.labels import parse_mapping
     from MedLSDMLib.io.mapfile import read_map_file
 
