@@ -14,7 +14,7 @@ one done or error event. Requests run one at a time, in the order they came; the
 cancelled) or drops a waiting one, and the worker goes on. A line that is no request is an error event of kind
 input (``"id"`` null when it has none), and the worker goes on. The worker ends with exit code 0 at the end of
 stdin (after the requests already read) or after ``--idle-timeout`` seconds without a request; SIGINT and
-SIGTERM end it as they end a command (130).
+SIGTERM end it as they end a command (130), each request still waiting or running answered cancelled first.
 """
 
 from __future__ import annotations
@@ -185,8 +185,22 @@ class Server:
             idle_since = time.monotonic()
         self.settle()
         if requested():
+            self.cancel_pending()
             raise Cancelled()
         return protocol.EXIT_DONE
+
+    def cancel_pending(self) -> None:
+        """The worker stops (a signal): each request still waiting or running ends with its cancelled event."""
+        with self.lock:
+            pending, self.pending = list(self.pending), {}
+        for request_id in pending:
+            RequestReporter(request_id).error(Cancelled.kind, str(Cancelled()))
+
+    def hard_stop(self, reporter: RequestReporter) -> None:
+        """A signal the running request did not obey in time (the process ends now): the requests' cancelled
+        events, then the worker's own."""
+        self.cancel_pending()
+        reporter.error(Cancelled.kind, str(Cancelled()))
 
     def settle(self) -> None:
         """Wait for a cancelled request still ending (it holds the model, and its temporary files)."""
@@ -244,12 +258,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             return protocol.EXIT_DONE
         reporter.error(InputError.kind, f"{exc}: see the options with --help")
         return protocol.EXIT_INPUT
+    server = Server(idle_seconds)
     with signals_ask_to_stop(), keeping_models():
         try:
-            return run_stoppable(
-                lambda: Server(idle_seconds).serve(sys.stdin),
-                lambda: reporter.error(Cancelled.kind, str(Cancelled())),
-            )
+            return run_stoppable(lambda: server.serve(sys.stdin), lambda: server.hard_stop(reporter))
         except Cancelled as exc:
             reporter.error(exc.kind, str(exc))
             return exc.exit_code

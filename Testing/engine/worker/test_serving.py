@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import queue
 import subprocess
 import sys
@@ -222,3 +223,37 @@ def test_bad_serve_options_are_one_error_event(argv: List[str], words: str, caps
     (line,) = capsys.readouterr().out.splitlines()
     event = json.loads(line)
     assert event["type"] == "error" and event["kind"] == "input" and words in event["message"]
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_a_signal_ends_the_worker_and_answers_each_request(tmp_path: Path, slow_bundle: Path, bundle_dir: Path) -> None:
+    """SIGTERM to the serving worker: the running and the waiting request end with their cancelled events,
+    then the worker's own, exit 130 within 3 s, and nothing written."""
+    labels = write(brain_labels(), tmp_path / "labels.nii.gz")
+    process = subprocess.Popen([sys.executable, "-m", "MedLSDMLib.worker", "serve"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+                               cwd=str(REPO))
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        for request in (generate_request("slow", labels, tmp_path / "slow.nii.gz", slow_bundle, "--sampler", "ddpm",
+                                         steps=False),
+                        generate_request("next", labels, tmp_path / "next.nii.gz", bundle_dir)):
+            process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+        for line in process.stdout:
+            if json.loads(line).get("stage") == "sample":
+                break
+        asked = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        rest, err = process.communicate(timeout=60)
+        took = time.monotonic() - asked
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130 and took < 3.0, (process.returncode, took, err)
+    ends = [(e["id"], e["kind"]) for e in map(json.loads, rest.splitlines()) if e["type"] == "error"]
+    assert set(ends[:-1]) == {("slow", "cancelled"), ("next", "cancelled")} and ends[-1] == (None, "cancelled"), ends
+    assert "Traceback" not in err
+    assert folder_entries(tmp_path) == ["labels.nii.gz"]
