@@ -36,6 +36,8 @@ from MedLSDMLib.protocol import (  # noqa: E402  (the engine's folder is on sys.
 )
 
 KILL_GRACE_SECONDS = 10.0  # after a cancel (or at the end), how long the worker may take before it is killed
+IDLE_SECONDS = 600  # the worker ends itself after this long without a request, freeing its memory
+IDLE_MARGIN_SECONDS = 30  # a worker idle for nearly that long is replaced rather than sent a request it may miss
 EXIT_CODES = {"input": EXIT_INPUT, "model": EXIT_MODEL, "memory": EXIT_MEMORY, "cancelled": EXIT_CANCELLED}
 _ids = itertools.count(1)
 
@@ -128,6 +130,7 @@ class ServingWorker:
         self._key: Optional[Any] = None
         self._requests: Dict[str, ServedRequest] = {}
         self._lock = threading.Lock()
+        self._lastActivity = 0.0  # when the last request was sent or ended (time.monotonic)
 
     @property
     def pid(self) -> int:
@@ -140,7 +143,9 @@ class ServingWorker:
                onEvent: Callable[[Event], None]) -> ServedRequest:
         """Send one request (``command`` generate or edit with the arguments of ``medlsdm COMMAND``)."""
         key = (python, tuple(sorted(env.items())))
-        if not self.alive() or key != self._key:
+        with self._lock:
+            idle = not self._requests and time.monotonic() - self._lastActivity > IDLE_SECONDS - IDLE_MARGIN_SECONDS
+        if not self.alive() or key != self._key or idle:
             self.stop()
             self._start(python, env)
             self._key = key
@@ -148,12 +153,13 @@ class ServingWorker:
         request.proc = self._proc
         with self._lock:
             self._requests[request.id] = request
+            self._lastActivity = time.monotonic()
         if not self.send(request.line()):
             request.workerEnded(self._proc.poll() if self._proc is not None else EXIT_FAILED)
         return request
 
     def _start(self, python: str, env: Dict[str, str]) -> None:
-        args = [python, "-m", "MedLSDMLib.worker", "serve"]
+        args = [python, "-m", "MedLSDMLib.worker", "serve", "--idle-timeout", str(IDLE_SECONDS)]
         options: Dict[str, Any] = dict(env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True, encoding="utf-8", errors="replace", bufsize=1)
         if os.name == "nt":
@@ -188,6 +194,7 @@ class ServingWorker:
                 request = self._requests.get(str(event.get("id"))) if protocol else None
                 if request is not None and event.get("type") in ("done", "error"):
                     del self._requests[request.id]
+                    self._lastActivity = time.monotonic()
             if request is not None:
                 request.put(event)
             elif event.get("type") == "error" or not protocol:  # the worker's own words: to the log

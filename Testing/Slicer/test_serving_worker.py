@@ -98,3 +98,25 @@ def test_stopping_ends_the_worker(scene, bundle: Path, worker: serving.ServingWo
     pid = worker.pid
     logic.stopWorker()
     assert not worker.alive() and livingProcessesInGroup(pid) == []
+
+
+def test_a_worker_that_timed_out_idle_is_started_again(scene, bundle: Path, worker: serving.ServingWorker,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker ends itself after its idle timeout (here 2 s); the next run starts a new one, and one idle for
+    nearly that long is replaced before it is sent a request it could miss."""
+    monkeypatch.setattr(serving, "IDLE_SECONDS", 2)
+    monkeypatch.setattr(serving, "IDLE_MARGIN_SECONDS", 0)
+    reference = addReferenceVolume(scene)
+    segmentation = addSegmentation(scene, reference)
+    logic = GenerationLogic()
+    logic.generate(segmentation, reference, model=str(bundle), steps=2, seed=1, device="cpu")
+    deadline = time.monotonic() + 30
+    while worker.alive():
+        assert time.monotonic() < deadline, "the worker did not end after its idle timeout"
+        time.sleep(0.1)
+    node = logic.generate(segmentation, reference, model=str(bundle), steps=2, seed=2, device="cpu")
+    assert node.GetName() == "brain synthetic seed 2" and worker.starts == 2
+    monkeypatch.setattr(serving, "IDLE_SECONDS", 600)
+    monkeypatch.setattr(serving, "IDLE_MARGIN_SECONDS", 600)  # any idle worker counts as nearly timed out
+    logic.generate(segmentation, reference, model=str(bundle), steps=2, seed=3, device="cpu")
+    assert worker.starts == 3
