@@ -20,6 +20,14 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``medlsdm generate`` (or ``edit``) with ``--progress json`` in protocol mode.
+
+    Args:
+        argv: the worker's arguments (default: the command line); ``edit`` first selects edit.
+
+    Returns:
+        The exit code (protocol.EXIT_*); every outcome was also written as a JSON line.
+    """
     from MedLSDMLib.cli.main import main as cli_main
     from MedLSDMLib.protocol import EXIT_CANCELLED
 
