@@ -80,3 +80,21 @@ def test_an_output_folder_removed_during_the_run_is_one_line(capfd, tmp_path: Pa
     result = run_cli(capfd, *generate_args(labels, outputs / "o.nii.gz", bundle_dir, "--progress", "none"))
     assert_one_line_error(result, 2, "was removed", str(outputs))
     assert not outputs.exists()
+
+
+def test_compare_on_a_full_disk_is_exit_4_and_keeps_the_old_figure(capfd, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    labels = write(brain_labels(), tmp_path / "labels.nii.gz")
+    figure = tmp_path / "figure.png"
+    figure.write_bytes(b"the earlier figure")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    result = run_cli(capfd, "compare", labels, labels, "-o", figure, "--progress", "none")
+    assert_one_line_error(result, 4, "could not write", "the disk is full", "kept")
+    assert figure.read_bytes() == b"the earlier figure"
+    assert folder_entries(tmp_path) == ["figure.png", "labels.nii.gz"]
