@@ -5,7 +5,8 @@
    voxels where it is above 0 are the grown region.
 2. The real image goes onto the model's working grid and is scaled to [-1, 1] as training does
    (reconstruct.py). The grid is cut to the box of the latent region (the latent voxels touching the
-   grown region, dilated by one) plus ``CONTEXT`` latent voxels of real surroundings, and encoded.
+   grown region, dilated by one) plus ``crop.CONTEXT`` latent voxels of real surroundings, and encoded (2, where
+   the ventricle edit's seam and region look as with 4: README, "Speed and quality").
 3. RePaint-style latent inpainting: after every sampling step, the latent outside the latent region is
    replaced by the real latent noised to the next timestep with a fixed noise (the sample's starting
    noise, so that DDIM and DPM-Solver follow one deterministic trajectory), and at the clean end by the
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.generation.crop import latent_box
+from MedLSDMLib.generation.crop import CONTEXT, latent_box
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_edit_options
 from MedLSDMLib.generation.memory import plan_memory
 from MedLSDMLib.generation.primitives import (
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from MedLSDMLib.generation.runner import ModelRunner
     from MedLSDMLib.io.mapfile import MapFile
 
-CONTEXT = 4  # latent voxels of real surroundings the UNet sees around the latent region
 GRID_TOLERANCE = 1e-3  # mm (and direction cosines): what NIfTI's 32-bit header floats keep
 Slices = Tuple[slice, slice, slice]
 
