@@ -66,7 +66,7 @@ def read_init_from(folder: str, *names: str) -> Tuple[ModelCard, List[Dict[str, 
 def _seed_worker(seed: int, worker: int) -> None:
     """A patch worker's own random stream: forked workers would otherwise draw the same augmentations."""
     info = torch.utils.data.get_worker_info()
-    if info is not None:
+    if info is not None and isinstance(info.dataset, PatchDataset):
         info.dataset.transforms.set_random_state(seed + 7919 * (worker + 1))
 
 
