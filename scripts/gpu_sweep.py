@@ -231,6 +231,52 @@ def pack(runs: Path) -> None:
         print(f"{folder}: {steps}, {sum(p.stat().st_size for p in folder.iterdir()) / 2**20:.1f} MiB", flush=True)
 
 
+DESCRIPTIONS = {
+    "dec_transposed_gan": "0.2.0's decoder (transposed-convolution upsampling) continued: adversarial from the start, "
+    "gradient L1 1.0",
+    "dec_resize": "new SPADE decoder (32, 64), hidden 16, resize-convolution upsampling, gradient L1 1.0; "
+    "reconstruction, then adversarial 0.05",
+    "dec_resize_wide": "as dec_resize, twice as wide: (64, 128), hidden 32",
+    "dec_resize_gan2": "as dec_resize, gradient L1 2.0 and adversarial 0.1",
+    "dec_resize_freq": "as dec_resize, with the frequency-domain L1 1.0",
+}
+
+
+def table(runs: Path, evaluations: Path, device: str) -> Dict[str, Any]:
+    """The sweep's rows: each decoder bundle's training (steps and seconds of each phase) beside its round trip
+    (``scripts/evaluate_model.py --reconstruction-only --autoencoder BUNDLE --out EVALUATIONS/JOB_PHASE``)."""
+    rows = []
+    for summary_path in sorted(evaluations.glob("*/summary_reconstruction.json")):
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        bundle = Path(summary["autoencoder"])
+        if not bundle.is_absolute():
+            bundle = REPO / bundle
+        if not (bundle / "model.json").is_file():
+            continue
+        job, phase = bundle.parent.parent.name, int(bundle.parent.name[len("phase") :])
+        phases = [
+            json.loads((bundle.parent.parent / f"phase{i}" / "bundle" / "model.json").read_text())
+            for i in range(1, phase + 1)
+        ]
+        records = [p["training"]["autoencoder"] for p in phases]
+        rows.append(
+            {
+                "autoencoder": f"{job}, phase {phase}: {DESCRIPTIONS.get(job, job)}"
+                + (" (reconstruction phase only)" if phase < len(JOBS.get(job, ("", []))[1]) else ""),
+                "steps": [r["steps"] for r in records],
+                "training_seconds": round(sum(r["seconds"] for r in records), 1),
+                "device": device,
+                "bundle": str(bundle.relative_to(REPO)) if bundle.is_relative_to(REPO) else str(bundle),
+                **{
+                    k: summary["row"][k]
+                    for k in ("dice", "correlation", "histogram_distance", "sharpness", "background_noise")
+                },
+                "latent_period_round_trip": summary.get("latent_period", {}).get("rows", {}).get("round trip"),
+            }
+        )
+    return {"rows": rows}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,6 +286,11 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("pack")
     p.add_argument("--runs", type=Path, required=True)
+    p = sub.add_parser("table")
+    p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--evaluations", type=Path, required=True)
+    p.add_argument("--device", default="one NVIDIA H200 (bf16 autocast), all jobs at once")
+    p.add_argument("--out", type=Path, required=True)
     for name in ("train", "all"):
         p = sub.add_parser(name)
         if name == "train":
@@ -255,6 +306,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args.pairs, args.bundle, args.out)
+        return 0
+    if args.command == "table":
+        args.out.write_text(json.dumps(table(args.runs, args.evaluations, args.device), indent=2) + "\n")
         return 0
     if args.command == "pack":
         pack(args.runs)
