@@ -83,6 +83,8 @@ def main(argv=None) -> int:
                                                       "is kept as metrics.previous_held_out_realism")
     parser.add_argument("--period", type=Path, help="JSON of the latent-period peaks (scripts/evaluate_model.py)")
     parser.add_argument("--description", help="the card's description")
+    parser.add_argument("--held-out", type=Path, help="summary.json of scripts/evaluate_model.py (make evaluate): "
+                                                      "kept as metrics.held_out_realism")
     args = parser.parse_args(argv)
 
     if args.autoencoder:
@@ -105,6 +107,8 @@ def main(argv=None) -> int:
     if args.previous:
         old = json.loads(args.previous.read_text())  # as JSON: the previous networks need not load
         metrics["previous_held_out_realism"] = old["metrics"]["held_out_realism"]
+    if args.held_out:
+        metrics["held_out_realism"] = json.loads(args.held_out.read_text())
     if args.period:
         metrics["latent_period_peak"] = json.loads(args.period.read_text())
     if args.demo_seconds:
