@@ -41,7 +41,7 @@ from MedLSDMLib.generation.primitives import (
 )
 from MedLSDMLib.io.geometry import resample, same_grid, working_geometry
 from MedLSDMLib.io.labels import LabelSource, class_image
-from MedLSDMLib.io.volumes import array_to_image, image_to_array, read_image
+from MedLSDMLib.io.volumes import MAX_EXTENT, array_to_image, image_to_array, read_image
 from MedLSDMLib.models.autoencoder import latent_shape
 from MedLSDMLib.runtime.hardware import describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
@@ -76,7 +76,8 @@ def feather(region: np.ndarray, spacing: Sequence[float], margin: float) -> Feat
     """The weight for ``region`` (a z, y, x mask on a grid of (x, y, z) ``spacing``): 1 on it, then the
     smoothstep of 1 − distance / ``margin`` (distances in mm), so that it reaches 0 with a zero slope."""
     spacing_zyx = np.asarray(spacing, dtype=float)[::-1]
-    reach = np.ceil(margin / spacing_zyx).astype(int) + 1
+    # a margin wider than any image (1e300 mm) reaches the whole image: the box, not the ramp, is bounded
+    reach = np.minimum(np.ceil(min(margin, MAX_EXTENT) / spacing_zyx), region.shape).astype(int) + 1
     where = np.argwhere(region)
     low = np.maximum(where.min(axis=0) - reach, 0)
     high = np.minimum(where.max(axis=0) + 1 + reach, region.shape)
