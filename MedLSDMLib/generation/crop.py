@@ -1,8 +1,9 @@
 """Sampling only where the labels are: the box of latent voxels around the label map's foreground (or an
 edit's region) grown by ``CONTEXT`` latent voxels, and the model's background level around it.
 
-A whole-head label map at 1 mm lies on a 256 mm working grid, but its brain fills about half of it: sampling
-and decoding the box costs what the brain costs. ``CONTEXT`` is the margin at which the box stops showing
+A whole-head label map at 1 mm lies on a 256 mm working grid that its brain fills only in part (SynthSeg's
+training_seg_01: a box of 24x28x32 of the 32x32x32 latent voxels): sampling and decoding the box costs what the
+brain costs. ``CONTEXT`` is the margin at which the box stops showing
 (README, "Speed and quality": the result inside the brain against the uncropped one for each margin).
 """
 
@@ -53,9 +54,8 @@ def into_background(
 ) -> Tuple[np.ndarray, float]:
     """The decoded latent ``box`` (``values``, x, y, z working voxels) faded into the model's background level
     over the ``factor`` voxels next to each face that lies inside the ``whole`` latent grid (the decoder's
-    padding darkens them),
-    and that level: the median of the box's background voxels (class 0) away from those faces (else of all of
-    them, else ``fallback``). Around the box, the result is that level."""
+    padding darkens them), and that level: the median of the box's background voxels (class 0) away from
+    those faces (else of all of them, else ``fallback``). Around the box, the result is that level."""
     weight = np.ones(values.shape)
     ramp = (np.arange(factor) + 0.5) / factor
     for axis, (part, size) in enumerate(zip(box, whole)):
