@@ -210,12 +210,15 @@ def build_parser(parser_class: type = argparse.ArgumentParser) -> argparse.Argum
     commands = parser.add_subparsers(
         dest="command",
         required=True,
-        metavar="{demo,generate,edit,reconstruct,models,train,evaluate,benchmark,compare}",
+        metavar="{demo,generate,edit,synthesize,reconstruct,models,train,evaluate,benchmark,compare}",
     )
     _add_generate(commands)
     from MedLSDMLib.cli.edit import add_command as _add_edit
 
     _add_edit(commands)
+    from MedLSDMLib.cli.synthesize import add_command as _add_synthesize
+
+    _add_synthesize(commands)
     _add_models(commands)
     _add_train(commands)
     _add_evaluation(commands)
