@@ -314,7 +314,8 @@ class SynthesisJob:
         if entry.name not in maps:
             maps.clear()
             try:
-                maps[entry.name] = class_image(entry.path, self.producer.table, self.mapping, self.map_file)
+                mapping = {**self.mapping, **dict(entry.mapping)}
+                maps[entry.name] = class_image(entry.path, self.producer.table, mapping, self.map_file)
             except MedLSDMError as exc:
                 maps[entry.name] = exc
         found = maps[entry.name]

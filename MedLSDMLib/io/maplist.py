@@ -6,7 +6,7 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Sequence
+from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 from MedLSDMLib.errors import InputError
 from MedLSDMLib.io.volumes import IMAGE_SUFFIXES, SEGMENTATION_SUFFIX, suffix_of
@@ -17,6 +17,7 @@ LABEL_SUFFIXES = (SEGMENTATION_SUFFIX,) + IMAGE_SUFFIXES
 class MapEntry(NamedTuple):
     name: str  # what the outputs are named after
     path: Path
+    mapping: Tuple[Tuple[str, str], ...] = ()  # this map's own label value (or segment name) -> model class
 
 
 def _stem(path: Path) -> str:
@@ -46,17 +47,32 @@ def _from_list(path: Path) -> List[MapEntry]:
         entries = []
         for row in rows:
             label = path.parent / str(row["label"])
-            entries.append(MapEntry(clean_name(str(row.get("name") or _stem(label))), label))
+            name = clean_name(str(row.get("name") or _stem(label)))
+            entries.append(MapEntry(name, label, _row_mapping(row.get("map"))))
     except (KeyError, TypeError, AttributeError, ValueError, UnicodeDecodeError) as exc:
         raise InputError(
-            f"{path} must list label maps with a 'label' column (and an optional 'name'): {type(exc).__name__} {exc}"
+            f"{path} must list label maps with a 'label' column, an optional 'name' and an optional 'map' "
+            f'(JSON: {{"5": "csf"}}; CSV: 5=csf;6=grey_matter): {type(exc).__name__} {exc}'
         ) from None
     return entries
 
 
+def _row_mapping(value: Any) -> Tuple[Tuple[str, str], ...]:
+    """A list row's own mapping: a JSON object, or CSV text ``SOURCE=CLASS;SOURCE=CLASS``."""
+    if not value:
+        return ()
+    if isinstance(value, dict):
+        return tuple((str(k), str(v)) for k, v in value.items())
+    pairs = [item.partition("=") for item in str(value).split(";") if item.strip()]
+    if any(not sep or not a.strip() or not b.strip() for a, sep, b in pairs):
+        raise ValueError(f"map {value!r} is not SOURCE=CLASS;SOURCE=CLASS")
+    return tuple((a.strip(), b.strip()) for a, _, b in pairs)
+
+
 def read_map_list(sources: Sequence[str]) -> List[MapEntry]:
     """Every label map of ``sources`` in order (a folder's sorted by name), named after their files (without
-    ``_label``) or a list's ``name`` column; InputError for a missing source, no map, or two maps of one name."""
+    ``_label``) or a list's ``name`` column, with a list's ``map`` (over ``--map``); InputError for a missing
+    source, no map, or two maps of one name."""
     entries: List[MapEntry] = []
     for source in sources:
         path = Path(source)

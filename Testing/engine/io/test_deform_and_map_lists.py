@@ -92,3 +92,16 @@ def test_a_list_without_a_label_column_is_an_input_error(tmp_path: Path, text: s
 def test_a_missing_map_is_an_input_error(tmp_path: Path):
     with pytest.raises(InputError, match="does not exist"):
         read_map_list([str(tmp_path / "nothing.nii.gz")])
+
+
+def test_a_list_row_may_carry_its_own_mapping(tmp_path: Path):
+    write(brain_labels(), tmp_path / "a.nii.gz")
+    (tmp_path / "list.json").write_text('[{"label": "a.nii.gz", "map": {"1": "csf", "7": "white matter"}}]',
+                                        encoding="utf-8")
+    (tmp_path / "list.csv").write_text("label,map\na.nii.gz,1=csf;7=white matter\n", encoding="utf-8")
+    for listed in ("list.json", "list.csv"):
+        (entry,) = read_map_list([str(tmp_path / listed)])
+        assert entry.mapping == (("1", "csf"), ("7", "white matter"))
+    (tmp_path / "bad.csv").write_text("label,map\na.nii.gz,1:csf\n", encoding="utf-8")
+    with pytest.raises(InputError, match="SOURCE=CLASS"):
+        read_map_list([str(tmp_path / "bad.csv")])
