@@ -192,10 +192,10 @@ def test_a_row_cut_short_by_a_kill_is_ignored_and_the_pair_made_again(capfd, map
 
 
 def stop_in_the_middle(maps: Path, out: Path, bundle_dir: Path, signum: int) -> subprocess.Popen:
-    """Start a job of 40 pairs, and send ``signum`` once two pairs are in the manifest."""
+    """Start a job of 16 pairs, and send ``signum`` once two pairs are in the manifest."""
     process = subprocess.Popen(
         [sys.executable, "-m", "MedLSDMLib", "synthesize", str(maps / "alpha.nii.gz"), "-o", str(out), "--model",
-         str(bundle_dir), *STEPS, "--samples", "40", "--progress", "json"],
+         str(bundle_dir), *STEPS, "--samples", "16", "--progress", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=str(REPO))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -234,13 +234,13 @@ def test_a_stopped_job_keeps_its_finished_pairs_and_a_rerun_makes_the_rest(capfd
         assert "Traceback" not in stderr
         assert_pairs_complete(out)
     kept = len(manifest(out))
-    assert 2 <= kept < 40, (kept, time.monotonic() - began)
+    assert 2 <= kept < 16, (kept, time.monotonic() - began)
     result = run_cli(capfd, "synthesize", maps / "alpha.nii.gz", "-o", out, "--model", bundle_dir, *STEPS,
-                     "--samples", "40")
+                     "--samples", "16")
     assert result.code == 0, result.err
-    assert f"{40 - kept} made, {kept} already done, 0 failed of 40 pairs" in result.err
+    assert f"{16 - kept} made, {kept} already done, 0 failed of 16 pairs" in result.err
     assert_pairs_complete(out)  # after kill -9 too: the stale partial folder is gone
-    assert len({r["name"] for r in manifest(out)}) == 40
+    assert len({r["name"] for r in manifest(out)}) == 16
 
 
 def write_real_pair(folder: Path, name: str, means, noise: float, seed: int) -> None:
