@@ -11,6 +11,7 @@ from typing import Callable
 from MedLSDMLib.cli.options import add_device_options, add_model_options, add_reporting_options
 from MedLSDMLib.runtime.progress import Reporter
 
+NAME = "synthesize"
 LAYOUT_HELP = (
     "plain: NAME_sNN_image.nii.gz + NAME_sNN_label.nii.gz; nnunet: imagesTr/NAME_sNN_0000.nii.gz, "
     "labelsTr/NAME_sNN.nii.gz and dataset.json (default: plain)"
@@ -20,7 +21,7 @@ LAYOUT_HELP = (
 def add_command(commands: argparse._SubParsersAction) -> None:
     """Add ``synthesize`` to the ``medlsdm`` subcommands."""
     p = commands.add_parser(
-        "synthesize",
+        NAME,
         help="make a synthetic training set: K image/label pairs per label map",
         description="Make K synthetic image/label pairs from each label map into FOLDER, with manifest.csv. "
         "A rerun skips the pairs that are done (their files checked against the manifest's hashes). "
