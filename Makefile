@@ -52,7 +52,7 @@ evaluate: $(VENV)/.installed
 # What a synthetic training set is worth (scripts/evaluate_utility.py; not in CI, about an hour on 2 CPU cores):
 # the segmenter trained on real pairs (A), renderer images (B), MedLSDM images (C) and A + C (D), each tested
 # on the held-out real subject; writes utility/utility.{json,md,png}. UTILITY_ARGS: e.g. --samples 2 --steps 500.
-UTILITY_ARGS ?= --samples 1 --deform 4 --steps 250 --patch 48
+UTILITY_ARGS ?= --samples 1 --deform 4 --steps 120 --patch 48
 utility: $(VENV)/.installed
 	$(PY) scripts/evaluate_utility.py $(UTILITY_ARGS)
 
