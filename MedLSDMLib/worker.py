@@ -8,22 +8,45 @@ Each stdout line is one JSON object: {"type": "progress", "stage", "step", "tota
 {"type": "log", "message"}, {"type": "done", "path", "paths", "seeds", "seconds"} or
 {"type": "error", "kind", "message"}. Exit codes: 0 done, 2 bad input, 3 model problem,
 4 out of memory, 130 cancelled. Every outcome is a JSON line, usage errors and --help (a log event) too;
-if the reader closes the pipe, the worker stops as if cancelled.
+if the reader closes the pipe (or stdout is closed from the start), the worker stops as if cancelled:
+130, nothing written.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Optional
 
-from MedLSDMLib.cli.main import main as cli_main
-
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from MedLSDMLib.cli.main import main as cli_main
+    from MedLSDMLib.protocol import EXIT_CANCELLED
+
+    if not _stdout_open():  # nobody reads the events: as if the reader had gone at once
+        return EXIT_CANCELLED
     args = list(sys.argv[1:] if argv is None else argv)
     command = args.pop(0) if args[:1] == ["edit"] else "generate"
     return cli_main([command, *args, "--progress", "json"], protocol=True)
 
 
+def _stdout_open() -> bool:
+    """Whether stdout is there to write to (Python sets it to None when the descriptor is closed)."""
+    try:
+        return sys.stdout is not None and os.fstat(sys.stdout.fileno()) is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run() -> None:
+    """The worker as a process: the stop handlers first, before any heavy import, and the end of the
+    process at once after the command (runtime.interrupt)."""
+    from MedLSDMLib.__main__ import say_cancelled
+    from MedLSDMLib.runtime import interrupt
+
+    interrupt.own_process(lambda: say_cancelled("json"))
+    interrupt.exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

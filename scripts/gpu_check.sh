@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: on a machine with a CUDA GPU, in one go and within 10 minutes,
 #   1. installs what MedLSDM needs (from PyPI, or offline from wheels in .whl/),
-#   2. runs the engine test suite, the CUDA tests included (Testing/test_cuda.py),
+#   2. runs the engine test suite, the CUDA tests included (Testing/engine/generation/test_cuda.py),
 #   3. runs the demo on --device cuda,
 #   4. runs the benchmark on the demo model: the default sampler, DDIM-50 and the published reference,
 #      at the demo's size and on a 256x256x32 map,
@@ -62,7 +62,7 @@ EOF
 
 # 2. the engine suite, with the CUDA tests (about 3 minutes on 16 cores; the Slicer suite needs slicer-core)
 set +e
-timeout 300 "$PYTHON" -m pytest Testing -q -x -p no:cacheprovider --ignore=Testing/test_extension_packaging.py \
+timeout 300 "$PYTHON" -m pytest Testing -q -x -p no:cacheprovider --ignore=Testing/packaging/test_extension_packaging.py \
     >"$RESULTS/tests.log" 2>&1
 tests=$?
 set -e

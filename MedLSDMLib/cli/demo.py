@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
-import SimpleITK as sitk
-
+from MedLSDMLib.cli.options import add_device_options, add_reporting_options, engine_arguments
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.generation.pipeline import Generator
-from MedLSDMLib.io.figures import planes_figure
-from MedLSDMLib.io.volumes import check_output_dir, image_to_array, read_image, write_image
-from MedLSDMLib.models.registry import resources_dir
-from MedLSDMLib.runtime.progress import ProgressFn
+from MedLSDMLib.runtime.progress import ProgressFn, Reporter
 
+NAME = "demo"
 EXAMPLE = "brain_example"
 
 
-def run_demo(
+def add_command(commands: argparse._SubParsersAction) -> None:
+    """Add ``demo`` to the ``medlsdm`` subcommands."""
+    p = commands.add_parser(
+        NAME,
+        help="generate from the bundled example map with the bundled model",
+        description="Generate a T1 brain MRI from Resources/Examples/brain_example_label.nii.gz "
+        "(a tissue map no model was trained on) and write it with a figure that "
+        "compares it with the real image.",
+    )
+    p.add_argument("-o", "--output", default="medlsdm-demo", help="output folder (default: medlsdm-demo)")
+    p.add_argument("--model", help="bundle folder or registered name (default: the bundled demo model)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
+    add_device_options(p)
+    add_reporting_options(p, progress_help=argparse.SUPPRESS)
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
+    start = time.perf_counter()
+    volume, figure = make_demo(
+        args.output, **engine_arguments(args, reporter, cancel, "model", "seed", "steps", "device", "precision")
+    )
+    reporter.close()
+    print(
+        f"synthetic volume: {volume}\ncomparison figure: {figure}\ntotal time: {time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+def make_demo(
     output: Path,
     *,
     model: Optional[str] = None,
@@ -32,6 +60,13 @@ def run_demo(
 ) -> List[Path]:
     """Generate from Resources/Examples/brain_example_label.nii.gz into ``output``; write the
     synthetic volume and a figure (real | synthetic, tissue outlines). Returns both paths."""
+    import SimpleITK as sitk
+
+    from MedLSDMLib.generation.pipeline import Generator
+    from MedLSDMLib.io.figures import planes_figure
+    from MedLSDMLib.io.volumes import check_output_dir, image_to_array, read_image, write_image
+    from MedLSDMLib.models.registry import resources_dir
+
     examples = resources_dir() / "Examples"
     labels, real_path = examples / f"{EXAMPLE}_label.nii.gz", examples / f"{EXAMPLE}_image.nii.gz"
     if not labels.is_file():

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
+from MedLSDMLib.cli.samples import add_generation_options, run_samples
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_edit_options
 from MedLSDMLib.runtime.progress import Reporter
+
+NAME = "edit"
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
     """Add ``edit`` to the ``medlsdm`` subcommands."""
-    from MedLSDMLib.cli.main import add_generation_options
-
     p = commands.add_parser(
-        "edit",
+        NAME,
         help="regenerate one region of a real scan from an edited label map",
         description="Regenerate the region of IMAGE given by --region MASK, or where LABELS "
         "differs from --original-labels ORIGINAL, from the edited LABELS; the region "
@@ -42,8 +43,6 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_edit(args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool]) -> int:
-    from MedLSDMLib.cli.main import run_samples
-
     return run_samples(
         args,
         reporter,

@@ -39,6 +39,11 @@ def add_reporting_options(
     p.add_argument("--debug", action="store_true", help=debug_help)
 
 
+def add_bars_options(p: argparse.ArgumentParser) -> None:
+    """--progress text|none and --debug, of the commands whose progress is bars on stderr only."""
+    add_reporting_options(p, ("text", "none"), "progress bars on stderr, or none")
+
+
 def engine_arguments(
     args: argparse.Namespace, reporter: Reporter, cancel: Callable[[], bool], *names: str
 ) -> Dict[str, Any]:

@@ -9,6 +9,7 @@ import time
 from typing import Callable
 
 from MedLSDMLib.cli.options import add_device_options, add_model_options, add_reporting_options
+from MedLSDMLib.cli.samples import SamplerOption
 from MedLSDMLib.runtime.progress import Reporter
 
 NAME = "synthesize"
@@ -63,7 +64,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         "CSV table of label value (or segment name) -> model class, e.g. the shipped freesurfer_tissue",
     )
     p.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
-    p.add_argument("--sampler", help="dpm (the default), ddim, ddpm, reference or rflow, as for generate")
+    p.add_argument("--sampler", action=SamplerOption)
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (default: the model's)")
     add_device_options(p)
     p.add_argument("--max-memory", metavar="GIB", help="memory to stay within in GiB (default: what is free)")

@@ -53,7 +53,7 @@ def realism_table(report: Dict[str, Any]) -> List[str]:
         f"{number(r['background_to_contrast_real'])}, synthetic {number(r['background_to_contrast_synthetic'])}"
         + (f", baseline {number(b['background_to_contrast_synthetic'])}" if b is not None else "")
         + f". Class means in the real image's order (tissue contrast right): {r['contrast_order_right']} of "
-        f"{r['cases']} case(s).",
+        f"{r['cases']} case(s)" + "".join(f"; not right: {why}" for why in r.get("contrast_order_why", [])) + ".",
     ]
     return lines
 

@@ -20,7 +20,9 @@ penalised for the units, only for the shape of its histograms, its blur and its 
   (the brightest class's mean minus the darkest's: white matter minus CSF in a T1 brain); 0.02 means the
   background's noise is 2 % of the tissue contrast.
 - **contrast order**: whether the foreground classes' means come in the same order as in the real image
-  (the tissue contrast is right).
+  (the tissue contrast is right): every two classes whose means differ in the real image differ the same
+  way in the synthetic one. Means closer than ``ORDER_TOLERANCE`` of an image's intensity range are
+  equal, and equal means are no order (a constant image has no contrast): false, with the reason.
 - **correlation**: Pearson's correlation of the two images over the foreground voxels (voxel-wise
   agreement with the real image, for reference).
 """
@@ -28,11 +30,13 @@ penalised for the units, only for the shape of its histograms, its blur and its 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+from itertools import combinations
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy.stats import wasserstein_distance
 
+ORDER_TOLERANCE = 1e-3  # class means closer than this fraction of an image's intensity range are equal
 METHODS = {
     "histogram_distance": "per foreground class, the 1-Wasserstein distance (scipy.stats.wasserstein_distance) "
     "between the class's voxel intensities in the real and the synthetic image, each image "
@@ -44,7 +48,8 @@ METHODS = {
     "background_noise": "standard deviation of the foreground-z-scored image over the voxels outside the "
     "label map's foreground (0 for a black background)",
     "background_to_contrast": "background standard deviation / (highest - lowest foreground class mean)",
-    "contrast_order": "whether the foreground classes' mean intensities have the real image's order",
+    "contrast_order": "whether the foreground classes' mean intensities have the real image's order (means "
+    "within 0.1 % of an image's intensity range are equal, and equal means are no order)",
     "correlation": "Pearson correlation of the real and the synthetic image over the foreground voxels",
 }
 
@@ -82,6 +87,26 @@ def contrast(means: Dict[int, float]) -> Optional[float]:
     return max(means.values()) - min(means.values()) if len(means) > 1 else None
 
 
+def contrast_order(
+    means_r: Dict[int, float], means_s: Dict[int, float], range_r: float, range_s: float
+) -> Tuple[bool, Optional[str]]:
+    """Whether every two classes whose real means differ (by more than ``ORDER_TOLERANCE`` of the real
+    image's intensity range ``range_r``) differ the same way in the synthetic image (by more than that of
+    ``range_s``), and why not."""
+    for u, v in combinations(sorted(means_r), 2):
+        real_step, synthetic_step = means_r[v] - means_r[u], means_s[v] - means_s[u]
+        if abs(real_step) <= ORDER_TOLERANCE * range_r:
+            continue
+        if abs(synthetic_step) <= ORDER_TOLERANCE * range_s:
+            return False, (
+                f"classes {u} and {v} have equal means in the synthetic image (within {ORDER_TOLERANCE:.1%} of its "
+                "intensity range): no contrast between them, so no order"
+            )
+        if (synthetic_step > 0) != (real_step > 0):
+            return False, f"classes {u} and {v} have their means in the opposite order to the real image's"
+    return True, None
+
+
 def correlation(real: np.ndarray, synthetic: np.ndarray, foreground: np.ndarray) -> Optional[float]:
     """Pearson's r over the foreground voxels; None when either image is constant there."""
     a, b = real[foreground].astype(np.float64), synthetic[foreground].astype(np.float64)
@@ -108,6 +133,7 @@ def realism(real: np.ndarray, synthetic: np.ndarray, classes: np.ndarray, spacin
     whole_r, whole_s = float(gradient_r[foreground].mean()), float(gradient_s[foreground].mean())
     noise_r, noise_s = background_noise(r, foreground), background_noise(s, foreground)
     means_r, means_s = class_means(r, classes, present), class_means(s, classes, present)
+    order, why = contrast_order(means_r, means_s, float(np.ptp(r)), float(np.ptp(s)))
     return {
         "histogram_distance": distance,
         "histogram_distance_mean": float(np.mean(list(distance.values()))),
@@ -124,7 +150,8 @@ def realism(real: np.ndarray, synthetic: np.ndarray, classes: np.ndarray, spacin
             "real": _ratio(noise_r, contrast(means_r)),
             "synthetic": _ratio(noise_s, contrast(means_s)),
         },
-        "contrast_order": sorted(present, key=lambda v: means_r[v]) == sorted(present, key=lambda v: means_s[v]),
+        "contrast_order": order,
+        "contrast_order_why": why,
         "correlation": correlation(real, synthetic, foreground),
     }
 
@@ -151,6 +178,7 @@ def summarise_realism(cases: List[Dict[str, Any]]) -> Dict[str, Any]:
         "background_to_contrast_real": _mean([c["background_to_contrast"]["real"] for c in cases]),
         "background_to_contrast_synthetic": _mean([c["background_to_contrast"]["synthetic"] for c in cases]),
         "contrast_order_right": sum(bool(c["contrast_order"]) for c in cases),
+        "contrast_order_why": sorted({c["contrast_order_why"] for c in cases if c.get("contrast_order_why")}),
         "cases": len(cases),
         "correlation": _mean([c["correlation"] for c in cases]),
     }

@@ -27,7 +27,7 @@ import torch
 from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
 from MedLSDMLib.io.geometry import check_overlap, resample, working_grid
 from MedLSDMLib.io.labels import LabelSource, class_image
-from MedLSDMLib.io.preprocess import intensities_on_grid, intensity_range, normalise
+from MedLSDMLib.io.preprocess import check_intensities, denormalise, intensities_on_grid, intensity_range, normalise
 from MedLSDMLib.io.volumes import array_to_image, check_volume, image_to_array, read_image
 from MedLSDMLib.runtime.progress import ProgressFn
 
@@ -42,8 +42,7 @@ def read_real(image: Union[str, Path, sitk.Image], what: str = "image") -> sitk.
     """A real image, read and checked: a 3D scalar volume on a usable grid with finite values."""
     real = image if isinstance(image, sitk.Image) else read_image(image, what)
     check_volume(real, what)
-    if not np.all(np.isfinite(sitk.GetArrayViewFromImage(real))):
-        raise InputError(f"the {what} has NaN or infinite values: give a finite image")
+    check_intensities(real, what)
     return real
 
 
@@ -78,8 +77,7 @@ def encode_image(
 
 def decoded_to_array(decoded: torch.Tensor, low: float, high: float) -> np.ndarray:
     """A decoded (1, 1, X, Y, Z) tensor in [-1, 1] back in the image's units [low, high], as float32."""
-    array = decoded[0, 0].clamp(-1, 1).cpu().numpy().astype(np.float32)
-    return (array + 1) / 2 * (high - low) + low
+    return denormalise(decoded[0, 0].cpu().numpy(), low, high)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.io.volumes import PathLike, StagedImages, check_output_path, numbered_paths
+from MedLSDMLib.io.volumes import PathLike, StagedImages, check_distinct_outputs, check_output_path, numbered_paths
 
 
 class VoxelStats:
@@ -79,9 +79,7 @@ class SampleWriter:
             for name, path in (("variability", variability), ("mean", mean))
             if path is not None
         }
-        every = [p.resolve() for p in self.paths + list(self.maps.values())]
-        if len(set(every)) < len(every):
-            raise InputError("--variability, --mean and the outputs must be different files: give each its own name")
+        check_distinct_outputs(self.paths + list(self.maps.values()), "--variability, --mean and the outputs")
         self.stats = VoxelStats() if self.maps else None
         self.seeds: List[int] = []
         self.progress = progress

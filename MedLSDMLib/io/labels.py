@@ -45,11 +45,19 @@ class LabelTable:
 def parse_mapping(pairs: Sequence[str]) -> Dict[str, str]:
     """``["Tumor=lesion", "5=3"]`` → ``{"Tumor": "lesion", "5": "3"}``."""
     mapping: Dict[str, str] = {}
+    given: Dict[str, str] = {}  # each source's key (its value, or its name key) -> the pair that mapped it
     for pair in pairs:
         source, sep, target = pair.partition("=")
         if not sep or not source.strip() or not target.strip():
             raise InputError(f"--map {pair!r} is not NAME=CLASS: write it like --map Tumor=lesion or --map 5=2")
-        mapping[source.strip()] = target.strip()
+        source, target = source.strip(), target.strip()
+        key = str(int(source)) if re.fullmatch(r"-?\d+", source) else name_key(source)
+        earlier = given.setdefault(key, pair)
+        if name_key(earlier.partition("=")[2]) != name_key(target):
+            raise InputError(
+                f"--map {earlier!r} and --map {pair!r} map one source to two classes: keep one --map per source"
+            )
+        mapping[source] = target
     return mapping
 
 
@@ -154,12 +162,22 @@ def _classes_from_segments(
 
 
 def check_map_file(map_file: "MapFile", table: LabelTable) -> None:
-    """Every target of a mapping file is a class of the model, or InputError naming the file's line."""
+    """Every target of a mapping file is a class of the model, and no segment (named by a row's source or
+    name column, in any case) goes to two classes; else InputError naming the file's lines."""
     for target, line in map_file.targets().items():
         if table.find(target) is None:
             raise InputError(
                 f"{map_file.path} line {line}: '{target}' is not a class of this model: use one of {table.describe()}"
             )
+    for key, rows in map_file.segment_rows().items():
+        first = rows[0]
+        for row in rows[1:]:
+            if table.find(row.target) != table.find(first.target):
+                name = next(n for n in (first.source, first.name) if n and name_key(n) == key)
+                raise InputError(
+                    f"{map_file.path} lines {first.line} and {row.line} map segment {name!r} to two classes "
+                    f"({first.target}, {row.target}): keep one class per segment"
+                )
 
 
 def class_image(

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Union
 
 from MedLSDMLib.errors import InputError
+from MedLSDMLib.io.names import name_key
 
 ANY = "*"
 
@@ -63,6 +64,14 @@ class MapFile:
                 found.setdefault(r.source, r.target)
             if r.name:
                 found.setdefault(r.name, r.target)
+        return found
+
+    def segment_rows(self) -> Dict[str, List[MapRow]]:
+        """The rows that name each segment (by its source or its name column), by the segment's name key."""
+        found: Dict[str, List[MapRow]] = {}
+        for r in self.rows:
+            for name in {name_key(n) for n in (r.source, r.name) if n and n != ANY and not _is_integer(n)}:
+                found.setdefault(name, []).append(r)
         return found
 
     def targets(self) -> Dict[str, int]:
@@ -119,7 +128,7 @@ def parse_map_text(text: str, path: str = "mapping file") -> MapFile:
                 "(e.g. '2,white_matter,Left-Cerebral-White-Matter' or '*,background')"
             )
         source = str(int(cells[0])) if _is_integer(cells[0]) else cells[0]
-        key = source if _is_integer(source) or source == ANY else _key(source)
+        key = source if _is_integer(source) or source == ANY else name_key(source)
         if key in seen:
             raise InputError(
                 f"{path} line {number}: source {source} is already mapped on line {seen[key]}: keep one row per source"
@@ -141,8 +150,3 @@ def read_map_file(path: Union[str, Path]) -> MapFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"--map-file {path} cannot be read as text ({exc})") from None
     return parse_map_text(text, resolved.name)
-
-
-def _key(name: str) -> str:
-    """Names match ignoring case, spaces, hyphens and underscores (as labels.py does)."""
-    return re.sub(r"[\s_\-]+", "", name).lower()

@@ -23,13 +23,32 @@ class Case:
     classes: np.ndarray
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_intensities(image: sitk.Image, what: str) -> None:
+    """An image the networks' float32 arithmetic can scale: finite values within float32's range, or
+    InputError saying so."""
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"the {what} has NaN or infinite values: give a finite image")
+    if values.size and max(abs(float(values.min())), abs(float(values.max()))) > FLOAT32_MAX:
+        raise InputError(
+            f"the {what} has values up to {max(abs(float(values.min())), abs(float(values.max()))):.3g}, beyond "
+            f"what 32-bit floats hold ({FLOAT32_MAX:.3g}), so its intensities cannot be scaled: rescale the image"
+        )
+
+
 def intensity_range(image: np.ndarray, foreground: np.ndarray, config: IntensityConfig) -> Tuple[float, float]:
-    """The image's [low, high] that maps to [-1, 1]: foreground percentiles (MRI) or the window (CT)."""
+    """The image's [low, high] that maps to [-1, 1]: foreground percentiles (MRI) or the window (CT).
+    Computed in float64, so that an image near float32's limits keeps a range that is not empty."""
     if config.mode == "window":
         return config.low, config.high
     values = image[foreground] if foreground.any() else image.ravel()
-    low, high = np.percentile(values, [config.lower_percentile, config.upper_percentile])
-    return float(low), float(max(high, low + 1e-6))
+    low, high = (
+        float(v) for v in np.percentile(values.astype(np.float64), [config.lower_percentile, config.upper_percentile])
+    )
+    return low, max(high, low + 1e-6 * max(1.0, abs(low)))
 
 
 def intensities_on_grid(image: sitk.Image, grid: sitk.Image) -> np.ndarray:
@@ -40,7 +59,16 @@ def intensities_on_grid(image: sitk.Image, grid: sitk.Image) -> np.ndarray:
 
 
 def normalise(image: np.ndarray, low: float, high: float) -> np.ndarray:
-    return np.clip(2 * (image - low) / (high - low) - 1, -1, 1).astype(np.float32)
+    """[low, high] onto [-1, 1], clipped, as float32; computed in float64 (float32 overflows for values
+    near its limits)."""
+    scaled = (image.astype(np.float64) - low) * (2.0 / (high - low)) - 1.0
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+
+def denormalise(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """[-1, 1] back onto [low, high] (``normalise``'s inverse), clipped to it, as float32; computed in float64."""
+    values = (np.clip(array.astype(np.float64), -1.0, 1.0) + 1.0) * ((high - low) / 2.0) + low
+    return np.clip(values, low, high).astype(np.float32)
 
 
 def preprocess_images(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 from numpy.typing import ArrayLike
 
-from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
+from MedLSDMLib.errors import Cancelled, InputError, ModelError, OutOfMemory
 from MedLSDMLib.runtime import interrupt
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -36,7 +37,10 @@ ORTHOGONALITY_TOLERANCE = 1e-4
 # deflate (gzip, zlib) never packs more than 1032 bytes into one: a compressed file smaller than
 # declared bytes / 1032 cannot hold the voxels its header declares
 MAX_COMPRESSION_RATIO = 1032
+# bzip2's (its run-length steps pack up to about 4.6e7 bytes into one)
+BZIP2_MAX_RATIO = 46_000_000
 PARTIAL_PREFIX = ".medlsdm-partial-"
+MAX_DATA_FILES = 10000  # of one detached header (a slice per file), checked against the outputs
 
 
 def suffix_of(path: PathLike) -> str:
@@ -113,30 +117,67 @@ def _check_shape(dimension: int, components: int, size: Sequence[int], what: str
         raise InputError(f"{what} has size {tuple(size)}, a single slice: MedLSDM needs a 3D volume")
 
 
-def _detached_data(path: Path) -> bool:
-    """True when the voxels are in another file than the header (.nhdr, .mhd, NRRD 'data file')."""
-    if suffix_of(path) in (".nhdr", ".mhd"):
-        return True
-    if suffix_of(path) in (".nrrd", SEGMENTATION_SUFFIX):
+def _capacity(path: Path, voxel_bytes: int) -> Tuple[int, str]:
+    """The most voxel bytes the file(s) of image ``path`` can hold, and which file(s) they are: the file
+    itself, or the data file(s) a detached header (.nhdr, .mhd, NRRD 'data file', Analyze .hdr) names;
+    compressed data by the most its compression packs into one byte, text by one voxel per character."""
+    analyze = suffix_of(path) in (".hdr", ".img", ".img.gz")
+    data = [f for f in files_read(path)[1:] if not analyze or (f.suffix != ".hdr" and f.exists())]
+    for data_file in data:
+        if not data_file.is_file():
+            raise InputError(
+                f"the header {path.name} names the data file {data_file}, which does not exist: keep the data "
+                "file beside its header (or fix the header's data file name)"
+            )
+    holders = data or [path]
+    size = sum(f.stat().st_size for f in holders)
+    encoding = (_header_field(path, b"encoding") or b"").lower()
+    compressed = (_header_field(path, b"compresseddata") or b"").lower() == b"true"
+    if encoding.startswith(b"bz"):
+        ratio = BZIP2_MAX_RATIO
+    elif encoding in (b"ascii", b"text", b"txt"):
+        ratio = voxel_bytes
+    elif not data or compressed or encoding.startswith(b"g") or any(f.name.lower().endswith(".gz") for f in data):
+        ratio = MAX_COMPRESSION_RATIO  # an attached file: its own compression is not read here
+    else:
+        ratio = 1
+    names = ", ".join(f.name for f in holders[:3]) + (f" and {len(holders) - 3} more" if len(holders) > 3 else "")
+    return size * ratio, f"{'its data file ' if data else ''}{names} ({size} bytes)"
+
+
+def _header_field(path: Path, name: bytes) -> Optional[bytes]:
+    """A NRRD (``name: value``) or MetaImage (``Name = value``) header field's value, or None."""
+    try:
         with open(path, "rb") as stream:
-            head = stream.read(1 << 16).split(b"\n\n", 1)[0].lower()
-        return b"data file:" in head or b"datafile:" in head or b"encoding: bz" in head
-    return False
+            head = stream.read(1 << 16)
+    except OSError:
+        return None
+    separator = b"=" if suffix_of(path) in (".mha", ".mhd") else b":"
+    for line in head.splitlines():
+        key, sep, value = line.partition(separator)
+        key = key.strip().lower().replace(b" ", b"")
+        if not line.strip():
+            break  # a NRRD header ends at a blank line
+        if sep and key == name:
+            return value.strip()
+        if key == b"elementdatafile":
+            break  # a MetaImage header ends there
+    return None
 
 
 def check_declared_size(path: Path, voxels: int, voxel_bytes: int, what: str, copies: float = 2.0) -> None:
-    """Before any voxel is read: the file can hold what its header declares, and the memory is there
-    to read it (``copies`` times the voxels, for the reader's buffer and a working copy)."""
+    """Before any voxel is read: the file, or a detached header's data file(s), can hold what the header
+    declares, and the memory is there to read it (``copies`` times the voxels, for the reader's buffer
+    and a working copy)."""
     from MedLSDMLib.runtime.resources import _size, available_ram
 
     declared = int(voxels) * int(voxel_bytes)
-    if not _detached_data(path):
-        room = path.stat().st_size * MAX_COMPRESSION_RATIO
-        if declared > room:
-            raise InputError(
-                f"{what} {path} declares {voxels} voxels ({_size(declared)}) but the file has only "
-                f"{path.stat().st_size} bytes: it is truncated or its header is damaged"
-            )
+    room, holders = _capacity(path, voxel_bytes)
+    if declared > room:
+        raise InputError(
+            f"{what} {path} declares {voxels} voxels ({_size(declared)}) but {holders} cannot hold them: "
+            "it is truncated or its header is damaged"
+        )
     needed, available = int(declared * copies), available_ram()
     if available is not None and needed > available:
         raise OutOfMemory(
@@ -313,15 +354,125 @@ def check_output_path(path: PathLike, inputs: Iterable[Optional[PathLike]] = ())
         )
     if path.is_dir():
         raise InputError(f"output {path} is a folder: give a file name such as {path / 'synthetic.nii.gz'}")
-    for other in inputs:
-        if other is not None and Path(other).exists() and path.resolve() == Path(other).resolve():
-            raise InputError(f"output {path} is also an input: choose another output file")
-    if (path.exists() or path.is_symlink()) and not os.access(path, os.W_OK, follow_symlinks=False):
-        raise InputError(
-            f"output {path} exists and is read-only or immutable, so it cannot be replaced: "
-            "choose another output file, or make it writable"
-        )
+    read = [(Path(other), file) for other in inputs if other is not None for file in files_read(other)]
+    for written in files_written(path):
+        for other, file in read:
+            clash = _clash(written, file)
+            if clash:
+                subject = f"output {path}" + ("" if written == path else f" would write {written.name}, which")
+                target = f"input {other}" if file == other else f"the data file {file.name} of input {other}"
+                raise InputError(
+                    f"{subject} {clash} {target}: the output is also an input and writing it would destroy "
+                    "that input; choose another output name"
+                )
+        if (written.exists() or written.is_symlink()) and not os.access(written, os.W_OK, follow_symlinks=False):
+            raise InputError(
+                f"output {written} exists and is read-only or immutable, so it cannot be replaced: "
+                "choose another output file, or make it writable"
+            )
     return path
+
+
+def check_distinct_outputs(paths: Sequence[Path], what: str) -> None:
+    """No two outputs write the same file (header or data file), even one whose name differs only in
+    letter case (one file on a case-insensitive file system), or InputError naming ``what`` they are."""
+    written = [(k, path, file) for k, path in enumerate(paths) for file in files_written(path)]
+    for i, (k, path, file) in enumerate(written):
+        for j, other, other_file in written[i + 1 :]:
+            clash = _clash(file, other_file) if j != k else ""
+            if clash:
+                raise InputError(f"{what} must be different files: {file} {clash} {other_file} ({path}, {other})")
+
+
+def _clash(a: Path, b: Path) -> str:
+    """How files ``a`` and ``b`` are one file: the same path once resolved, the same file (inode; a hard
+    link), or names that differ only in letter case (one file on macOS, Windows and other case-insensitive
+    file systems); "" when they are not."""
+    resolved_a, resolved_b = a.resolve(), b.resolve()
+    if resolved_a == resolved_b:
+        return "is"
+    with contextlib.suppress(OSError):
+        first, second = resolved_a.stat(), resolved_b.stat()
+        if (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino):
+            return "is the same file (a hard link) as"
+    if os.path.normcase(str(resolved_a)).casefold() == os.path.normcase(str(resolved_b)).casefold():
+        return "differs only in letter case (one file on a case-insensitive file system) from"
+    return ""
+
+
+def files_read(path: PathLike) -> List[Path]:
+    """The files reading the image ``path`` opens: the file itself and, for a detached header (.nhdr,
+    .mhd, NRRD 'data file', Analyze .hdr/.img), the data file(s) it names."""
+    path = Path(path)
+    files = [path]
+    suffix = suffix_of(path)
+    try:
+        if suffix in (".nrrd", ".nhdr", SEGMENTATION_SUFFIX):
+            files += _data_files(path, re.compile(rb"data ?file\s*:\s*(.*)", re.IGNORECASE), b"")
+        elif suffix in (".mha", ".mhd"):
+            files += _data_files(path, re.compile(rb"elementdatafile\s*=\s*(.*)", re.IGNORECASE), b"local")
+        elif suffix in (".hdr", ".img", ".img.gz"):
+            stem = path.name[: len(path.name) - len(suffix)]
+            files += [path.with_name(stem + s) for s in (".hdr", ".img", ".img.gz") if s != suffix]
+    except OSError:
+        pass  # an unreadable input: reading it fails with its own error
+    return files
+
+
+def _data_files(header: Path, field: "re.Pattern[bytes]", local: bytes) -> List[Path]:
+    """The data files a NRRD or MetaImage header names in ``field`` (relative to the header's folder): one
+    name, ``LIST`` and the names on the lines after it, or a ``%d`` pattern with min, max and step. The
+    header ends at that field or at a blank line (NRRD), where an attached file's voxels begin."""
+    with open(header, "rb") as stream:
+        lines = stream.read(1 << 20).splitlines()
+    for number, line in enumerate(lines):
+        if not line.strip():
+            return []
+        match = field.match(line.strip())
+        if not match:
+            continue
+        value = match.group(1).strip()
+        words = value.split()
+        if not words or value.lower() == local:
+            return []
+        names = [value]
+        if words[0].upper() == b"LIST":
+            names = [n.strip() for n in lines[number + 1 :] if n.strip()]
+        elif b"%" in words[0] and len(words) >= 4:
+            with contextlib.suppress(ValueError, TypeError):
+                first, last, step = (int(w) for w in words[1:4])
+                indices = range(first, last + (1 if step > 0 else -1), step or 1)
+                names = [words[0] % k for k in indices[:MAX_DATA_FILES]]
+        return [header.parent / os.fsdecode(name) for name in names[:MAX_DATA_FILES]]
+    return []
+
+
+def files_written(path: PathLike) -> List[Path]:
+    """The files writing an image to ``path`` creates: ``path`` and, for a format SimpleITK writes as two
+    files (.nhdr, .mhd), its data file beside it (found by writing a tiny image of that name)."""
+    path = Path(path)
+    return [path] + [path.with_name(name) for name in _data_file_names(_staged_name(path))]
+
+
+@functools.lru_cache(maxsize=64)
+def _data_file_names(name: str) -> Tuple[str, ...]:
+    with tempfile.TemporaryDirectory(prefix=PARTIAL_PREFIX) as folder:
+        try:
+            with quiet_native_stderr():
+                writer = sitk.ImageFileWriter()  # the writer that sitk.WriteImage uses, as a probe of its own
+                writer.SetFileName(str(Path(folder) / name))
+                writer.SetUseCompression(True)
+                writer.Execute(sitk.Image([2, 2, 2], sitk.sitkUInt8))
+        except RuntimeError:
+            return ()
+        return tuple(sorted(f for f in os.listdir(folder) if f != name))
+
+
+def _staged_name(path: Path) -> str:
+    """The name an output is written under before it is renamed into place: ITK picks the writer by a
+    lower-case extension, so OUT.NII.GZ is written as OUT.nii.gz (and its data file named after that)."""
+    suffix = suffix_of(path)
+    return path.name[: len(path.name) - len(suffix)] + suffix
 
 
 def _name_max(folder: Path) -> int:
@@ -404,6 +555,19 @@ def _write_failed(path: Path, folder: Path, reason: str) -> InputError:
     return InputError(f"could not write {path} ({reason}{room}): free some space or choose another folder{kept}")
 
 
+def check_finite(image: sitk.Image, path: Path) -> None:
+    """No NaN or infinite voxel is ever written: such a result is a ModelError (the inputs are finite and
+    in range, so a computation overflowed), raised before anything is written."""
+    values = sitk.GetArrayViewFromImage(image)
+    if np.issubdtype(values.dtype, np.floating):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            raise ModelError(
+                f"the result for {path.name} has {bad} NaN or infinite voxels (a computation overflowed; with "
+                "--precision fp16 or bf16, try --precision fp32): nothing was written"
+            )
+
+
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     """Equal size, and spacing, origin and direction equal to within what 32-bit floats (NIfTI) keep."""
 
@@ -474,9 +638,8 @@ class StagedImages:
     def write(self, index: int, image: sitk.Image) -> None:
         path, scratch = self.paths[index], self.scratch
         assert scratch is not None, "StagedImages.write outside its with block"
-        suffix = suffix_of(path)
-        # ITK picks the writer by a lower-case extension: OUT.NII.GZ is written as OUT.nii.gz, then renamed
-        temporary = scratch / (path.name[: len(path.name) - len(suffix)] + suffix)
+        check_finite(image, path)
+        temporary = scratch / _staged_name(path)
         before = set(scratch.iterdir())
         try:
             with quiet_native_stderr():  # the NIfTI writer prints its own "wrote only N bytes" there

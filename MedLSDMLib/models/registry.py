@@ -19,6 +19,7 @@ from MedLSDMLib.card import CARD_FILE, ModelCard, from_dict
 from MedLSDMLib.errors import Cancelled, InputError, ModelError
 from MedLSDMLib.runtime import interrupt
 from MedLSDMLib.runtime.progress import ProgressFn
+from MedLSDMLib.runtime.progress import printable as printable  # re-exported: the card text the CLI prints
 
 DOWNLOAD_SECONDS = 30 * 60  # the whole download's deadline (each read also times out after 60 s)
 
@@ -65,12 +66,6 @@ def usable_models_home() -> Path:
     if not os.access(home, os.W_OK | os.X_OK):
         raise InputError(f"{where}: {home} is not writable: set MEDLSDM_HOME to a writable folder")
     return home
-
-
-def printable(text: object) -> str:
-    """``text`` with control characters (terminal escape sequences, newlines) shown as '?': what a
-    model card or Models.json says is printed, never obeyed by the terminal."""
-    return re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", str(text))
 
 
 @dataclass

@@ -4,6 +4,12 @@
 The command's work runs in a thread of its own while the main thread waits for signals, so a stop
 never waits for a UNet pass, a file write or a download to end. Torch-free: the Slicer module and
 the worker may import it.
+
+A process whose entry point calls ``own_process`` first thing (``medlsdm``, ``python -m MedLSDMLib``,
+the worker) keeps the handlers from then until it exits, and every stop ends it with 130 within
+3 s: during start-up (imports included, until the work marks its first temporary file: nothing of it
+is on the disk yet) and after the work ended (its outputs are complete) at once; in between, after
+the grace.
 """
 
 from __future__ import annotations
@@ -16,18 +22,27 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, TypeVar
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 from MedLSDMLib.errors import Cancelled
 
-GRACE_SECONDS = 3.0
+# a clean stop's grace: with the ~0.4 s a busy interpreter may hold the GIL (importing torch on 2
+# contended cores), the hard stop still ends the process within 3 s of the signal
+GRACE_SECONDS = 2.0
 T = TypeVar("T")
+START, WORK, END = "start", "work", "end"  # an owned process's phases (module docstring)
 
 _requested = threading.Event()
 _requested_at = [0.0]
 _temporary: Set[Path] = set()
 _lock = threading.Lock()
 _stderr_copy: List[Optional[int]] = [None]
+_owned = [False]
+_phase = [START]
+_announce: List[Optional[Callable[[], None]]] = [None]  # what a stop says before the process ends
 
 
 def requested() -> bool:
@@ -50,6 +65,8 @@ def mark(path: Path) -> None:
     """Mark a temporary file or folder as one to remove if the process is stopped at once."""
     with _lock:
         _temporary.add(Path(path))
+        if _phase[0] == START:
+            _phase[0] = WORK
 
 
 def unmark(path: Path) -> None:
@@ -109,26 +126,67 @@ def remove_temporary() -> None:
 
 
 def _on_signal(signum: int, frame: object) -> None:
+    if _owned[0] and _phase[0] != WORK:  # start-up, or the work has ended: nothing to wait for
+        hard_stop(_announce[0] if _phase[0] == START else _say_ended)
     if _requested.is_set():  # a second signal: stop now
         _requested_at[0] = -GRACE_SECONDS
     request()
 
 
+def own_process(announce: Optional[Callable[[], None]] = None) -> None:
+    """The process's entry point calls this first thing, before any heavy import: SIGINT and SIGTERM
+    end the process with 130 from now until it exits (module docstring). ``announce`` says so until
+    the command's reporter does (default: the cancel line on stderr)."""
+    _owned[0] = True
+    _phase[0] = START
+    _announce[0] = announce or _say_cancelled
+    _save_stderr()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+
+
+def exit_process(code: int) -> "NoReturn":
+    """End an owned process now with ``code`` (130 when a stop came after its work had ended), without
+    the interpreter's slow teardown (about a second with torch loaded), during which a signal would
+    find the default handlers back and kill the process."""
+    if _requested.is_set() and code != Cancelled.exit_code:
+        _say_ended()
+        code = Cancelled.exit_code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed, or None
+            pass
+    os._exit(code)
+
+
+def _say_cancelled() -> None:
+    print(f"medlsdm: error: {Cancelled()}", file=sys.stderr, flush=True)
+
+
+def _say_ended() -> None:
+    print("medlsdm: stopped after the command had ended; what it wrote is complete", file=sys.stderr, flush=True)
+
+
 @contextmanager
 def signals_ask_to_stop() -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM ask to stop (``requested()``); the handlers before it
-    come back after it. Only the main thread can take signals: elsewhere it changes nothing."""
+    come back after it (in an owned process they stay until it exits). Only the main thread can take
+    signals: elsewhere it changes nothing."""
     reset()
     _save_stderr()
     previous: Dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread() and not _owned[0]:
         previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        reset()  # the request ended this command: it must not stop what the program does next
+        if _owned[0]:
+            _phase[0] = END
+        else:
+            reset()  # the request ended this command: it must not stop what the program does next
 
 
 def _must_stop_now() -> bool:
@@ -148,11 +206,16 @@ def run_stoppable(work: Callable[[], T], on_hard_stop: Callable[[], None], poll_
             outcome["error"] = exc
 
     thread = threading.Thread(target=target, name="medlsdm-work", daemon=True)
+    _announce[0] = on_hard_stop
     thread.start()
-    while thread.is_alive():
-        thread.join(poll_seconds)
-        if thread.is_alive() and _must_stop_now():
-            hard_stop(on_hard_stop)
+    try:
+        while thread.is_alive():
+            thread.join(poll_seconds)
+            if thread.is_alive() and _must_stop_now():
+                hard_stop(on_hard_stop)
+    finally:
+        if _owned[0]:
+            _phase[0] = END
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Callable, List, Optional
 
@@ -23,6 +24,12 @@ STAGE_NAMES = {
 }
 
 
+def printable(text: object) -> str:
+    """``text`` with control characters (terminal escape sequences, newlines, NUL) shown as '?': what a
+    file or a model card says is printed, never obeyed by the terminal, and a message stays one line."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", str(text))
+
+
 class Reporter:
     """Silent reporter; the base of the others. ``progress`` is the callback the engine calls."""
 
@@ -36,7 +43,7 @@ class Reporter:
         pass
 
     def error(self, kind: str, message: str) -> None:
-        print(f"medlsdm: error: {message}", file=sys.stderr, flush=True)
+        print(f"medlsdm: error: {printable(message)}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         pass
@@ -66,7 +73,7 @@ class TextReporter(Reporter):
 
     def log(self, message: str) -> None:
         self.close()
-        print(message, file=sys.stderr, flush=True)
+        print(printable(message), file=sys.stderr, flush=True)
 
     def done(self, paths: List[str], seeds: List[int], seconds: float) -> None:
         self.close()
@@ -92,7 +99,7 @@ class JsonReporter(Reporter):
         try:
             sys.stdout.write(protocol.to_line(event) + "\n")
             sys.stdout.flush()
-        except (BrokenPipeError, ValueError):  # the reader is gone (closed pipe): nobody wants the result
+        except (OSError, ValueError, AttributeError):  # the reader is gone (a closed pipe or stdout: None)
             _silence_stdout()
             request_stop()
 
@@ -100,13 +107,13 @@ class JsonReporter(Reporter):
         self._emit(protocol.progress_event(stage, step, total))
 
     def log(self, message: str) -> None:
-        self._emit(protocol.log_event(message))
+        self._emit(protocol.log_event(printable(message)))
 
     def done(self, paths: List[str], seeds: List[int], seconds: float) -> None:
         self._emit(protocol.done_event(paths, seeds, seconds))
 
     def error(self, kind: str, message: str) -> None:
-        self._emit(protocol.error_event(kind, message))
+        self._emit(protocol.error_event(kind, printable(message)))
         super().error(kind, message)
 
 
@@ -116,7 +123,7 @@ def _silence_stdout() -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
 
 

@@ -1,4 +1,4 @@
-"""The reverse process: noise to a clean latent, one stepper step at a time."""
+"""The reverse process: noise to a clean latent, one step of a registered sampler at a time."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from MedLSDMLib.card import SchedulerConfig
 from MedLSDMLib.errors import Cancelled
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 from MedLSDMLib.sampling.guidance import GuidedUNet
-from MedLSDMLib.sampling.steppers import (
-    STEPPERS,
-    Bounds,
-)
+from MedLSDMLib.sampling.samplers import SAMPLERS, Bounds
+
+# replaces the latent after each step: after_step(x, t_next) (t_next < 0: the clean end)
+AfterStep = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def sample_latent(
@@ -27,14 +27,28 @@ def sample_latent(
     progress: Optional[ProgressFn] = None,
     cancel: Optional[CancelFn] = None,
     bounds: Optional[Bounds] = None,
-    after_step: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+    after_step: Optional[AfterStep] = None,
 ) -> torch.Tensor:
-    """Run the reverse process from noise drawn with ``generator`` and return the clean latent.
-    ``bounds``: the box the clean-latent estimates of DDIM and DPM-Solver are clamped to.
-    ``after_step(x, t_next)``: replaces the latent after each step (t_next < 0: the clean end), e.g. to
-    keep a known part of it (edit.py's inpainting)."""
+    """Run the reverse process from noise drawn with ``generator``.
+
+    Args:
+        model: the guided UNet.
+        config: the model's noise process.
+        shape: the latent's shape (1, C, X, Y, Z).
+        sampler: a name of ``SAMPLERS``.
+        steps: the steps to run (``resolve_steps``).
+        generator: draws the starting noise (and the ancestral samplers' noise); its device is used.
+        progress: ``progress("sample", step, steps)`` after each step.
+        cancel: checked before each step; True raises ``Cancelled``.
+        bounds: the box the clean-latent estimates of DDIM and DPM-Solver are clamped to.
+        after_step: ``after_step(x, t_next)`` replaces the latent after each step (t_next < 0: the clean
+            end), e.g. to keep a known part of it (edit.py's inpainting).
+
+    Returns:
+        The clean latent, of ``shape``.
+    """
     x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
-    stepper = STEPPERS[sampler](config, steps, generator, bounds, int(torch.tensor(shape[2:]).prod()))
+    stepper = SAMPLERS[sampler](config, steps, generator, bounds, int(torch.tensor(shape[2:]).prod()))
     pairs = stepper.pairs()
     for i, (t, t_next) in enumerate(pairs):
         if cancel is not None and cancel():

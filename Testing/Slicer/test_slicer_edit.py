@@ -1,4 +1,4 @@
-"""Editing a real scan from Slicer (issue 13): the snapshot, the changed region, the edit run by the
+"""Editing a real scan from Slicer: the snapshot, the changed region, the edit run by the
 real worker on the tiny model (result on the oblique, anisotropic volume's grid, the real voxels kept
 far from the edit, the variability map), cancel and bad inputs."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # A stand-in for a Slicer build tree, found by find_package(Slicer) with -DSlicer_DIR pointing
-# here. Testing/test_extension_packaging.py configures, builds and installs the extension against
+# here. Testing/packaging/test_extension_packaging.py configures, builds and installs the extension against
 # it. It defines what the extension's CMake files use from Slicer, handling arguments and placing
 # files the way the real code does (Slicer: CMake/SlicerMacroBuildScriptedModule.cmake,
 # SlicerMacroPythonTesting.cmake, UseSlicer.cmake.in, SlicerExtensionCPack.cmake; CTK:

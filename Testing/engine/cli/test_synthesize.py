@@ -49,6 +49,7 @@ def files(folder: Path) -> Dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.nii.gz"))}
 
 
+@pytest.mark.slow
 def test_every_map_gets_k_pairs_on_its_grid_with_a_manifest(capfd, maps: Path, tmp_path: Path, bundle_dir: Path):
     out = tmp_path / "set"
     result = synthesize(capfd, maps, out, bundle_dir, "--samples", "2", "--deform", "3", "--seed", "5")
@@ -73,6 +74,7 @@ def test_every_map_gets_k_pairs_on_its_grid_with_a_manifest(capfd, maps: Path, t
     assert 0.0 < (first != original).mean() < 0.3
 
 
+@pytest.mark.slow
 def test_the_written_label_is_the_deformed_map_the_image_was_made_from(capfd, maps: Path, tmp_path: Path,
                                                                          bundle_dir: Path):
     from MedLSDMLib.io.deform import deform_labels
@@ -91,6 +93,7 @@ def test_the_written_label_is_the_deformed_map_the_image_was_made_from(capfd, ma
                                array_xyz(read(tmp_path / "single.nii.gz")), rtol=0, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_shards_into_one_folder_make_exactly_the_set_of_one_process(capfd, maps: Path, tmp_path: Path,
                                                                      bundle_dir: Path):
     one, sharded = tmp_path / "one", tmp_path / "sharded"
@@ -104,6 +107,8 @@ def test_shards_into_one_folder_make_exactly_the_set_of_one_process(capfd, maps:
     assert files(sharded) == files(one)  # names and bytes
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_torchrun_with_two_cpu_processes_makes_the_set_of_one_process(capfd, maps: Path, tmp_path: Path,
                                                                        bundle_dir: Path):
     one, ranks = tmp_path / "one", tmp_path / "ranks"
@@ -143,6 +148,7 @@ def test_bad_options_are_one_line_errors_before_any_work(capfd, maps: Path, tmp_
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_map_in_the_middle_is_one_summary_line_and_the_others_are_made(capfd, maps: Path, tmp_path: Path,
                                                                                   bundle_dir: Path):
     bad = brain_labels(size=(19, 23, 15))
@@ -161,6 +167,7 @@ def test_a_failing_map_in_the_middle_is_one_summary_line_and_the_others_are_made
                             for kind in ("image", "label")])
 
 
+@pytest.mark.slow
 def test_a_rerun_skips_what_is_done_and_redoes_a_changed_file(capfd, maps: Path, tmp_path: Path, bundle_dir: Path):
     out = tmp_path / "set"
     assert synthesize(capfd, maps, out, bundle_dir).code == 0
@@ -176,6 +183,7 @@ def test_a_rerun_skips_what_is_done_and_redoes_a_changed_file(capfd, maps: Path,
     assert {r["noise_seed"] for r in manifest(out)[-3:]} == {"9", "10", "11"}
 
 
+@pytest.mark.slow
 def test_a_row_cut_short_by_a_kill_is_ignored_and_the_pair_made_again(capfd, maps: Path, tmp_path: Path,
                                                                        bundle_dir: Path):
     out = tmp_path / "set"
@@ -218,6 +226,8 @@ def assert_pairs_complete(out: Path) -> None:
     assert names == {"manifest.csv"} | {r["image"] for r in rows} | {r["label"] for r in rows}
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "kill -9"])
 def test_a_stopped_job_keeps_its_finished_pairs_and_a_rerun_makes_the_rest(capfd, maps: Path, tmp_path: Path,
                                                                            bundle_dir: Path, signum: int):
@@ -254,6 +264,7 @@ def write_real_pair(folder: Path, name: str, means, noise: float, seed: int) -> 
     write(labels, folder / f"{name}_label.nii.gz")
 
 
+@pytest.mark.slow
 def test_the_renderer_paints_each_class_with_a_real_pairs_statistics(capfd, maps: Path, tmp_path: Path,
                                                                       bundle_dir: Path):
     real = tmp_path / "real"
@@ -282,6 +293,7 @@ def test_the_renderer_paints_each_class_with_a_real_pairs_statistics(capfd, maps
         assert (model_set / row["label"]).read_bytes() == (out / row["label"]).read_bytes()
 
 
+@pytest.mark.slow
 def test_the_nnunet_layout_has_a_valid_dataset_json_and_a_label_for_every_image(capfd, maps: Path, tmp_path: Path,
                                                                                  bundle_dir: Path):
     out = tmp_path / "Dataset001_Synthetic"
