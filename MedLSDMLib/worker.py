@@ -1,8 +1,9 @@
-"""The process the Slicer module starts: ``medlsdm generate`` (or ``medlsdm edit``) speaking the JSON
-worker protocol.
+"""The process the Slicer module starts: ``medlsdm generate`` (or ``medlsdm edit``, ``medlsdm synthesize``)
+speaking the JSON worker protocol.
 
     PythonSlicer -m MedLSDMLib.worker LABELS -o OUTPUT [generate options]
     PythonSlicer -m MedLSDMLib.worker edit REAL LABELS -o OUTPUT [edit options]
+    PythonSlicer -m MedLSDMLib.worker synthesize MAPS -o FOLDER [synthesize options]
 
 Each stdout line is one JSON object: {"type": "progress", "stage", "step", "total"},
 {"type": "log", "message"}, {"type": "done", "path", "paths", "seeds", "seconds"} or
@@ -26,7 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not _stdout_open():  # nobody reads the events: as if the reader had gone at once
         return EXIT_CANCELLED
     args = list(sys.argv[1:] if argv is None else argv)
-    command = args.pop(0) if args[:1] == ["edit"] else "generate"
+    command = args.pop(0) if args[:1] in (["edit"], ["synthesize"]) else "generate"
     return cli_main([command, *args, "--progress", "json"], protocol=True)
 
 

@@ -7,6 +7,8 @@ parser and the edit options. It works in Slicer and on the MRML classes of the `
 """
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
 import re
@@ -246,11 +248,13 @@ class GenerationLogic:
     def workerCommand(self, labels: PathLike, output: PathLike, *, model: Optional[str] = None,
                       steps: Optional[int] = None, guidance: Optional[float] = None, seed: Optional[int] = None,
                       samples: int = 1, device: str = "auto", mapArgs: Sequence[str] = (),
-                      mapFile: Optional[PathLike] = None) -> List[str]:
-        """The worker's command line (a list: never a shell string)."""
+                      mapFile: Optional[PathLike] = None, command: str = "generate") -> List[str]:
+        """The worker's command line (a list: never a shell string); ``command``: generate, or synthesize
+        (``labels`` is then the job's list of maps, ``output`` its folder)."""
         if device.lower() not in DEVICES:
             raise GenerationError(f"unknown device {device!r}: use auto, GPU or CPU")
-        args = [self.workerPython(), "-m", "MedLSDMLib.worker", str(labels), "-o", str(output),
+        args = [self.workerPython(), "-m", "MedLSDMLib.worker", *([command] if command != "generate" else []),
+                str(labels), "-o", str(output),
                 "--device", DEVICES[device.lower()], "--samples", str(int(samples))]
         for flag, value in (("--model", model), ("--steps", steps), ("--guidance", guidance), ("--seed", seed)):
             if value is not None:
@@ -567,15 +571,19 @@ class GenerationLogic:
                       device: str = "auto", mapping: Optional[Mapping[str, str]] = None,
                       mapFile: Optional[PathLike] = None,
                       logCallback: Optional[LogCallback] = None) -> List[BatchItem]:
-        """Generate from each input in turn and go on past failures.
+        """Generate from each input and go on past failures.
 
         ``inputs``: segmentation nodes, or files (.seg.nrrd segmentations, label maps) that the
-        worker reads directly. With ``outputFolder`` every result is written there as
-        NAME_synthetic.nrrd; without it, results are loaded into ``scene`` (default: Slicer's scene;
-        for nodes, the node's scene). Returns one BatchItem per input."""
+        worker reads directly. With ``outputFolder`` all inputs go through one ``medlsdm synthesize`` job
+        (one worker, one model load; input i's sample k uses seed + i*samples + k-1, seed 0 by default)
+        that writes NAME_sNN_image.nii.gz, NAME_sNN_label.nii.gz and manifest.csv there, and skips pairs a
+        previous run made; without it, results are loaded into ``scene`` (default: Slicer's scene; for nodes,
+        the node's scene). Returns one BatchItem per input."""
         if outputFolder is not None and not Path(outputFolder).is_dir():
             raise GenerationError(f"output folder {outputFolder} does not exist: create it first")
         options = dict(model=model, steps=steps, guidance=guidance, seed=seed, samples=samples, device=device)
+        if outputFolder is not None:
+            return self._synthesizeBatch(inputs, Path(outputFolder), mapping, mapFile, logCallback, options)
         results = []
         for item in inputs:
             isFile = isinstance(item, (str, os.PathLike))
@@ -583,11 +591,8 @@ class GenerationLogic:
             try:
                 name = str(item) if isFile else item.GetName()
                 if isFile:
-                    outputs = self._generateFromFile(Path(item), outputFolder, scene, mapping, logCallback,
+                    outputs = self._generateFromFile(Path(item), scene, mapping, logCallback,
                                                      dict(options, mapFile=mapFile))
-                elif outputFolder is not None:
-                    outputs = self._generateNodeToFolder(item, Path(outputFolder), mapping, logCallback, options,
-                                                         mapFile)
                 else:
                     result = self.generate(item, mapping=mapping, mapFile=mapFile, logCallback=logCallback, **options)
                     outputs = result if isinstance(result, list) else [result]
@@ -599,6 +604,102 @@ class GenerationLogic:
                 logging.exception(f"MedLSDM: {name}")
                 results.append(BatchItem(name, False, [], f"unexpected error: {exc}"))
         return results
+
+    def _synthesizeBatch(self, inputs: Sequence[Any], outputFolder: Path, mapping: Optional[Mapping[str, str]],
+                         mapFile: Optional[PathLike], logCallback: Optional[LogCallback],
+                         options: Dict[str, Any]) -> List[BatchItem]:
+        """Every input through one ``medlsdm synthesize`` job (one worker, one model load): label map files as
+        they are, segmentation nodes exported into a private folder with their segments' classes. Each
+        input's outcome: its pairs in the job's manifest, or its line of the job's summary."""
+        folder = Path(self._makeTemporaryFolder())
+        results: List[BatchItem] = []
+        rows: Dict[int, Dict[str, Any]] = {}
+        try:
+            for index, item in enumerate(inputs):
+                name = str(item)
+                try:
+                    name = str(item) if isinstance(item, (str, os.PathLike)) else item.GetName()
+                    row = self._batchRow(item, index, folder, mapping, mapFile, options["model"])
+                except GenerationError as exc:
+                    logging.error(f"MedLSDM: {name}: {exc}")
+                    results.append(BatchItem(name, False, [], str(exc)))
+                    continue
+                except Exception as exc:  # a broken input (not a node, a deleted node, ...) must not end the batch
+                    logging.exception(f"MedLSDM: {name}")
+                    results.append(BatchItem(name, False, [], f"unexpected error: {exc}"))
+                    continue
+                taken = {r["name"] for r in rows.values()}
+                row["name"] = next(n for n in [row["name"]] + [f"{row['name']}_{k}" for k in range(2, len(inputs) + 2)]
+                                   if n not in taken)
+                rows[index] = row
+                results.append(BatchItem(name, False, []))
+            if rows:
+                failures, message = self._runSynthesis(list(rows.values()), folder, outputFolder, mapFile, logCallback,
+                                                        options)
+                made = self._madePairs(outputFolder)
+                for index, row in rows.items():
+                    width = max(2, len(str(options["samples"])))
+                    names = [f"{row['name']}_s{k:0{width}d}" for k in range(1, options["samples"] + 1)]
+                    outputs = [made[n] for n in names if n in made]
+                    item = results[index]
+                    if len(outputs) == len(names):
+                        item.ok, item.output = True, outputs
+                    else:
+                        item.message = failures.get(row["name"], message or "not made: see the log")
+                        logging.error(f"MedLSDM: {item.input}: {item.message}")
+        finally:
+            if not self.debug:
+                shutil.rmtree(folder, ignore_errors=True)
+        return results
+
+    def _batchRow(self, item: Any, index: int, folder: Path, mapping: Optional[Mapping[str, str]],
+                  mapFile: Optional[PathLike], model: Optional[str]) -> Dict[str, Any]:
+        """The synthesize list row of one batch input: a file as it is (``mapping`` by value), or a segmentation
+        node exported with its segments' classes (and its background as the model's value 0)."""
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if not path.is_file():
+                raise GenerationError(f"{path} does not exist or is not a file")
+            return {"label": str(path.resolve()), "name": self._outputName(path.name), "map": dict(mapping or {})}
+        ids = self._segmentIds(item)
+        values, mapArgs = self.labelValues(item, ids, model, mapping, mapFile)
+        labels = folder / f"input{index}.nrrd"
+        self.exportLabelmap(item, None, ids, values, labels)
+        classes = dict(pair.split("=", 1) for pair in mapArgs)
+        return {"label": str(labels), "name": self._outputName(item.GetName()), "map": {"0": "0", **classes}}
+
+    def _runSynthesis(self, rows: List[Dict[str, Any]], folder: Path, outputFolder: Path,
+                      mapFile: Optional[PathLike], logCallback: Optional[LogCallback],
+                      options: Dict[str, Any]) -> Tuple[Dict[str, str], str]:
+        """Run the job to its end: the failure message of each map that failed, and the job's own error."""
+        listing = folder / "batch.json"
+        listing.write_text(json.dumps(rows), encoding="utf-8")
+        failures: Dict[str, str] = {}
+
+        def log(message: str) -> None:
+            failed = re.match(r"failed: (.+?) \(\d+ pair\(s\)\): (.*)$", message)
+            if failed:
+                failures[failed.group(1)] = failed.group(2)
+            if logCallback is not None:
+                logCallback(message)
+
+        job = _Job(GenerationTask("batch"), "batch", None, load=False, logCallback=log)
+        try:
+            self._runToEnd(job, lambda: self.workerCommand(listing, outputFolder, command="synthesize",
+                                                           mapFile=mapFile, **options))
+        except GenerationError as exc:
+            return failures, str(exc)
+        return failures, ""
+
+    @staticmethod
+    def _madePairs(outputFolder: Path) -> Dict[str, str]:
+        """Pair name -> image path of every pair in the folder's manifest whose image is there."""
+        manifest = outputFolder / "manifest.csv"
+        if not manifest.is_file():
+            return {}
+        with open(manifest, newline="", encoding="utf-8") as stream:
+            rows = [r for r in csv.DictReader(stream) if r.get("name") and r.get("image")]
+        return {r["name"]: str(outputFolder / r["image"]) for r in rows if (outputFolder / r["image"]).is_file()}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -631,41 +732,17 @@ class GenerationLogic:
                 break
         return re.sub(r"[^\w\-.]+", "_", source).strip("_") or "segmentation"
 
-    def _generateFromFile(self, path: Path, outputFolder: Optional[PathLike], scene: Any,
-                          mapping: Optional[Mapping[str, str]], logCallback: Optional[LogCallback],
-                          options: Dict[str, Any]) -> List[Any]:
+    def _generateFromFile(self, path: Path, scene: Any, mapping: Optional[Mapping[str, str]],
+                          logCallback: Optional[LogCallback], options: Dict[str, Any]) -> List[Any]:
         if not path.is_file():
             raise GenerationError(f"{path} does not exist or is not a file")
         task = GenerationTask(path.name)
-        load = outputFolder is None
-        folder = Path(outputFolder) if outputFolder is not None else None
-        if load:
-            task.temporaryFolder = self._makeTemporaryFolder()
-            folder = Path(task.temporaryFolder)
-        assert folder is not None
+        task.temporaryFolder = self._makeTemporaryFolder()
+        output = Path(task.temporaryFolder) / f"{self._outputName(path.name)}_synthetic.nrrd"
         mapArgs = [f"{k}={v}" for k, v in (mapping or {}).items()]
-        job = _Job(task, self._outputName(path.name), scene or slicer.mrmlScene, load=load, logCallback=logCallback)
-        self._runToEnd(job, lambda: self.workerCommand(
-            path.resolve(), folder / f"{self._outputName(path.name)}_synthetic.nrrd", mapArgs=mapArgs, **options))
-        return list(task.outputNodes) if load else list(task.outputPaths)
-
-    def _generateNodeToFolder(self, segmentationNode: Any, outputFolder: Path, mapping: Optional[Mapping[str, str]],
-                              logCallback: Optional[LogCallback], options: Dict[str, Any],
-                              mapFile: Optional[PathLike] = None) -> List[str]:
-        task = GenerationTask(segmentationNode.GetName())
-        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), load=False, logCallback=logCallback)
-
-        def command() -> List[str]:
-            ids = self._segmentIds(segmentationNode)
-            values, mapArgs = self.labelValues(segmentationNode, ids, options["model"], mapping, mapFile)
-            task.temporaryFolder = self._makeTemporaryFolder()
-            labels = Path(task.temporaryFolder) / "labels.nrrd"
-            self.exportLabelmap(segmentationNode, None, ids, values, labels)
-            output = outputFolder / f"{self._outputName(segmentationNode.GetName())}_synthetic.nrrd"
-            return self.workerCommand(labels, output, mapArgs=mapArgs, **options)
-
-        self._runToEnd(job, command)
-        return list(task.outputPaths)
+        job = _Job(task, self._outputName(path.name), scene or slicer.mrmlScene, logCallback=logCallback)
+        self._runToEnd(job, lambda: self.workerCommand(path.resolve(), output, mapArgs=mapArgs, **options))
+        return list(task.outputNodes)
 
     def _runToEnd(self, job: _Job, command: Callable[[], List[str]]) -> None:
         """Prepare the worker's command line, run it to the end, and raise GenerationError unless done."""
