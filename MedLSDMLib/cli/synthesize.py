@@ -10,7 +10,7 @@ from typing import Callable
 
 from MedLSDMLib.cli.options import add_device_options, add_model_options, add_reporting_options
 from MedLSDMLib.cli.samples import SamplerOption
-from MedLSDMLib.runtime.progress import Reporter
+from MedLSDMLib.runtime.progress import JsonReporter, Reporter
 
 NAME = "synthesize"
 LAYOUT_HELP = (
@@ -77,7 +77,8 @@ def run_synthesize(args: argparse.Namespace, reporter: Reporter, cancel: Callabl
 
     from MedLSDMLib.errors import Cancelled, InputError
     from MedLSDMLib.generation.manifest import pair_paths
-    from MedLSDMLib.generation.pipeline import Generator, parse_max_memory
+    from MedLSDMLib.generation.model_cache import load_generator
+    from MedLSDMLib.generation.options import parse_max_memory
     from MedLSDMLib.generation.synthesize import (
         ModelProducer,
         Producer,
@@ -116,7 +117,7 @@ def run_synthesize(args: argparse.Namespace, reporter: Reporter, cancel: Callabl
         producer = RendererProducer(LabelTable(card.labels), [(p.image, p.label) for p in pairs])
     else:
         device = torchrun_device(args.device, os.environ, torch.cuda.is_available())
-        generator = Generator.load(args.model, device, args.precision, progress=reporter.progress)
+        generator = load_generator(args.model, device, args.precision, progress=reporter.progress)
         card = generator.card
         producer = ModelProducer(generator, args.sampler, args.steps, args.guidance, max_memory)
     if map_file is not None:
@@ -125,8 +126,9 @@ def run_synthesize(args: argparse.Namespace, reporter: Reporter, cancel: Callabl
     if count > 1:
         reporter.log(f"shard {index}/{count}: {len(items)} pairs")
     job = SynthesisJob(items, output, producer, args.layout, args.deform, mapping, map_file, card.modality)
-    # the job's progress: a JSON event per pair for the worker's reader; on a terminal, the line per pair
-    job_progress = reporter.progress if args.progress == "json" else None
+    # the job's progress: a JSON event per pair for the worker's reader (one-shot or serving); on a terminal,
+    # the line per pair
+    job_progress = reporter.progress if isinstance(reporter, JsonReporter) else None
     summary = job.run(job_progress, reporter.log, cancel, reporter.progress)
     for line in summary.lines():
         reporter.log(line)
