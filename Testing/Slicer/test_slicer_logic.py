@@ -142,8 +142,8 @@ def readVolume(path: Path, className: str = "vtkMRMLScalarVolumeNode"):
 
 def test_a_batch_into_a_folder_is_one_synthesize_job_that_goes_on_past_a_failing_input(scene, bundle: Path,
                                                                                        tmp_path: Path) -> None:
-    """Nodes and files go through one worker (one model load); each input's outcome is its own summary line;
-    a rerun makes nothing again."""
+    """Nodes and files go through one synthesize request to the serving worker (one model load); each input's
+    outcome is its own summary line; a rerun is a request to the same worker and makes nothing again."""
     reference = addReferenceVolume(scene)
     segmentation = addSegmentation(scene, reference, name="case 1")
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
@@ -185,9 +185,11 @@ def test_a_batch_into_a_folder_is_one_synthesize_job_that_goes_on_past_a_failing
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(label), outer + middle + inner)  # the segments' classes
     assert temporaryEntries() == []  # the node's export and the job's list are removed
 
+    starts = serving.sharedWorker().starts
     again = logic.generateBatch(inputs, out, model=str(bundle), steps=2, seed=5, samples=2, device="cpu")
     assert [str(item) for item in again] == [str(item) for item in summary]
     assert len(workers) == 2 and sorted(os.listdir(out)) == sorted(pairs + ["manifest.csv"])
+    assert serving.sharedWorker().starts == starts and serving.sharedWorker().alive()  # the same serving worker
 
 
 def test_batch_loads_every_sample_of_a_label_map_file_into_the_scene(scene, bundle: Path, tmp_path: Path) -> None:
