@@ -12,7 +12,7 @@ SLICER_CORE ?= slicer-core==5.13.31053.0
 PYSIDE ?= PySide6-Essentials
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install clean evaluate
+.PHONY: demo test install clean evaluate utility
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,13 @@ test: $(VENV)/.installed $(VENV_SLICER)/.installed
 EVALUATE_ARGS ?=
 evaluate: $(VENV)/.installed
 	$(PY) scripts/evaluate_model.py $(EVALUATE_ARGS)
+
+# What a synthetic training set is worth (scripts/evaluate_utility.py; not in CI, about an hour on 2 CPU cores):
+# the segmenter trained on real pairs (A), renderer images (B), MedLSDM images (C) and A + C (D), each tested
+# on the held-out real subject; writes utility/utility.{json,md,png}. UTILITY_ARGS: e.g. --samples 2 --steps 500.
+UTILITY_ARGS ?= --samples 1 --deform 4 --steps 120 --patch 48
+utility: $(VENV)/.installed
+	$(PY) scripts/evaluate_utility.py $(UTILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_SLICER) *.egg-info .pytest_cache

@@ -1,8 +1,9 @@
-"""The process the Slicer module starts: ``medlsdm generate`` (or ``medlsdm edit``) speaking the JSON
-worker protocol.
+"""The process the Slicer module starts: ``medlsdm generate`` (or ``medlsdm edit``, ``medlsdm synthesize``)
+speaking the JSON worker protocol.
 
     PythonSlicer -m MedLSDMLib.worker LABELS -o OUTPUT [generate options]
     PythonSlicer -m MedLSDMLib.worker edit REAL LABELS -o OUTPUT [edit options]
+    PythonSlicer -m MedLSDMLib.worker synthesize MAPS -o FOLDER [synthesize options]
     PythonSlicer -m MedLSDMLib.worker serve [--idle-timeout SECONDS]   (many requests, one process: cli/serving.py)
 
 Each stdout line is one JSON object: {"type": "progress", "stage", "step", "total"},
@@ -21,10 +22,11 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run ``medlsdm generate`` (or ``edit``) with ``--progress json`` in protocol mode.
+    """Run ``medlsdm generate`` (or ``edit``, ``synthesize``) with ``--progress json`` in protocol mode, or serve.
 
     Args:
-        argv: the worker's arguments (default: the command line); ``edit`` first selects edit.
+        argv: the worker's arguments (default: the command line); ``edit``, ``synthesize`` or ``serve`` first
+            selects that command.
 
     Returns:
         The exit code (protocol.EXIT_*); every outcome was also written as a JSON line.
@@ -39,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from MedLSDMLib.cli.serving import main as serve
 
         return serve(args[1:])
-    command = args.pop(0) if args[:1] == ["edit"] else "generate"
+    command = args.pop(0) if args[:1] in (["edit"], ["synthesize"]) else "generate"
     return cli_main([command, *args, "--progress", "json"], protocol=True)
 
 

@@ -1,4 +1,4 @@
-"""The worker's command line, built in one place for generate and edit (a list: never a shell string)."""
+"""The worker's command line, built in one place for generate, edit and synthesize (a list: never a shell string)."""
 from __future__ import annotations
 
 import os
@@ -19,8 +19,8 @@ def workerCommand(python: str, inputs: Sequence[PathLike], output: PathLike, *, 
     Args:
         python: the Python that runs the worker.
         inputs: the command's input files, in its order.
-        output: the output file.
-        command: the worker's command (``edit``), or None for generate (the worker's default).
+        output: the output file (synthesize: the training set's folder).
+        command: the worker's command (``edit``, ``synthesize``), or None for generate (the worker's default).
         extra: the command's own options.
         model, steps, guidance, seed, samples: the sampling options (None: the engine's default).
         device: auto, GPU or CPU (any case), or cuda.

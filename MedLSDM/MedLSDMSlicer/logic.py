@@ -1,7 +1,8 @@
 """Generation from Slicer segmentations: ``GenerationLogic`` composes the rooms of the Slicer side,
 each with one job: exporting the inputs (export.py, with the models of models.py), running the worker
-(running.py, its command line built by commands.py, its process by process.py) and loading the results
-(results.py). It works in Slicer and on the MRML classes of the ``slicer-core`` package.
+(running.py, its command line built by commands.py, its process by process.py), loading the results
+(results.py) and a batch into a folder as one synthesize job (batch.py). It works in Slicer and on the MRML
+classes of the ``slicer-core`` package.
 
 The engine (MedLSDMLib) runs in the worker process; the Slicer side imports only its torch-free modules
 (see engine.py): the worker protocol, the model registry, label names, grid comparison, the mapping-file
@@ -11,13 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import slicer
 
+from .batch import BatchItem, FolderBatches, outputName
 from .engine import GenerationError, engineFolder, useEngine
 from .export import Geometry, InputExport, sameNode, writeVolume
 from .models import PathLike, knownModels, modelClasses, resourcesFolder
@@ -29,28 +29,11 @@ from MedLSDMLib.errors import InputError  # noqa: E402
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_margin  # noqa: E402
 
 # re-exported for MedLSDM.py
-__all__ = ["DEFAULT_MARGIN", "GenerationError", "GenerationLogic", "GenerationTask", "Geometry", "engineFolder",
-           "knownModels", "modelClasses", "resourcesFolder", "sameNode"]
-LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+__all__ = ["DEFAULT_MARGIN", "BatchItem", "GenerationError", "GenerationLogic", "GenerationTask", "Geometry",
+           "engineFolder", "knownModels", "modelClasses", "resourcesFolder", "sameNode"]
 
 
-@dataclass
-class BatchItem:
-    """The outcome of one input of a batch."""
-
-    input: str
-    ok: bool
-    output: List[Any]
-    message: str = ""
-
-    def __str__(self) -> str:
-        if not self.ok:
-            return f"FAILED {self.input}: {self.message}"
-        names = [o if isinstance(o, str) else o.GetName() for o in self.output]
-        return f"ok     {self.input} -> {', '.join(names)}"
-
-
-class GenerationLogic(WorkerRuns, InputExport, ResultLoading):
+class GenerationLogic(WorkerRuns, InputExport, ResultLoading, FolderBatches):
     """Export a segmentation, run the worker on it, load and check what it made.
 
     ``pythonExecutable``: the Python that runs the worker (default: $MEDLSDM_WORKER_PYTHON, else
@@ -169,15 +152,20 @@ class GenerationLogic(WorkerRuns, InputExport, ResultLoading):
                       device: str = "auto", mapping: Optional[Mapping[str, str]] = None,
                       mapFile: Optional[PathLike] = None,
                       logCallback: Optional[LogCallback] = None) -> List[BatchItem]:
-        """Generate from each input in turn and go on past failures.
+        """Generate from each input and go on past failures.
 
         ``inputs``: segmentation nodes, or files (.seg.nrrd segmentations, label maps) that the
-        worker reads directly. With ``outputFolder`` every result is written there as
-        NAME_synthetic.nrrd; without it, results are loaded into ``scene`` (default: Slicer's scene;
-        for nodes, the node's scene). Returns one BatchItem per input."""
+        worker reads directly. With ``outputFolder`` all inputs go through one ``medlsdm synthesize`` job,
+        one request to the serving worker (one model load; input i's sample k uses seed + i*samples + k-1,
+        seed 0 by default) that writes NAME_sNN_image.nii.gz, NAME_sNN_label.nii.gz and manifest.csv there,
+        and skips pairs a previous run made; without it, each input is a request of its own and its results
+        are loaded into ``scene`` (default: Slicer's scene; for nodes, the node's scene). Returns one
+        BatchItem per input."""
         if outputFolder is not None and not Path(outputFolder).is_dir():
             raise GenerationError(f"output folder {outputFolder} does not exist: create it first")
         options = dict(model=model, steps=steps, guidance=guidance, seed=seed, samples=samples, device=device)
+        if outputFolder is not None:
+            return self._synthesizeBatch(inputs, Path(outputFolder), mapping, mapFile, logCallback, options)
         results = []
         for item in inputs:
             isFile = isinstance(item, (str, os.PathLike))
@@ -185,11 +173,8 @@ class GenerationLogic(WorkerRuns, InputExport, ResultLoading):
             try:
                 name = str(item) if isFile else item.GetName()
                 if isFile:
-                    outputs = self._generateFromFile(Path(item), outputFolder, scene, mapping, logCallback,
+                    outputs = self._generateFromFile(Path(item), scene, mapping, logCallback,
                                                      dict(options, mapFile=mapFile))
-                elif outputFolder is not None:
-                    outputs = self._generateNodeToFolder(item, Path(outputFolder), mapping, logCallback, options,
-                                                         mapFile)
                 else:
                     result = self.generate(item, mapping=mapping, mapFile=mapFile, logCallback=logCallback, **options)
                     outputs = result if isinstance(result, list) else [result]
@@ -202,46 +187,14 @@ class GenerationLogic(WorkerRuns, InputExport, ResultLoading):
                 results.append(BatchItem(name, False, [], f"unexpected error: {exc}"))
         return results
 
-    @staticmethod
-    def _outputName(source: str) -> str:
-        for suffix in LABEL_SUFFIXES:
-            if source.lower().endswith(suffix):
-                source = source[: -len(suffix)]
-                break
-        return re.sub(r"[^\w\-.]+", "_", source).strip("_") or "segmentation"
-
-    def _generateFromFile(self, path: Path, outputFolder: Optional[PathLike], scene: Any,
-                          mapping: Optional[Mapping[str, str]], logCallback: Optional[LogCallback],
-                          options: Dict[str, Any]) -> List[Any]:
+    def _generateFromFile(self, path: Path, scene: Any, mapping: Optional[Mapping[str, str]],
+                          logCallback: Optional[LogCallback], options: Dict[str, Any]) -> List[Any]:
         if not path.is_file():
             raise GenerationError(f"{path} does not exist or is not a file")
         task = GenerationTask(path.name)
-        load = outputFolder is None
-        folder = Path(outputFolder) if outputFolder is not None else None
-        if load:
-            task.temporaryFolder = self._makeTemporaryFolder()
-            folder = Path(task.temporaryFolder)
-        assert folder is not None
+        task.temporaryFolder = self._makeTemporaryFolder()
+        output = Path(task.temporaryFolder) / f"{outputName(path.name)}_synthetic.nrrd"
         mapArgs = [f"{k}={v}" for k, v in (mapping or {}).items()]
-        job = _Job(task, self._outputName(path.name), scene or slicer.mrmlScene, load=load, logCallback=logCallback)
-        self._runToEnd(job, lambda: self.workerCommand(
-            path.resolve(), folder / f"{self._outputName(path.name)}_synthetic.nrrd", mapArgs=mapArgs, **options))
-        return list(task.outputNodes) if load else list(task.outputPaths)
-
-    def _generateNodeToFolder(self, segmentationNode: Any, outputFolder: Path, mapping: Optional[Mapping[str, str]],
-                              logCallback: Optional[LogCallback], options: Dict[str, Any],
-                              mapFile: Optional[PathLike] = None) -> List[str]:
-        task = GenerationTask(segmentationNode.GetName())
-        job = _Job(task, segmentationNode.GetName(), segmentationNode.GetScene(), load=False, logCallback=logCallback)
-
-        def command() -> List[str]:
-            ids = self._segmentIds(segmentationNode)
-            values, mapArgs = self.labelValues(segmentationNode, ids, options["model"], mapping, mapFile)
-            task.temporaryFolder = self._makeTemporaryFolder()
-            labels = Path(task.temporaryFolder) / "labels.nrrd"
-            self.exportLabelmap(segmentationNode, None, ids, values, labels)
-            output = outputFolder / f"{self._outputName(segmentationNode.GetName())}_synthetic.nrrd"
-            return self.workerCommand(labels, output, mapArgs=mapArgs, **options)
-
-        self._runToEnd(job, command)
-        return list(task.outputPaths)
+        job = _Job(task, outputName(path.name), scene or slicer.mrmlScene, logCallback=logCallback)
+        self._runToEnd(job, lambda: self.workerCommand(path.resolve(), output, mapArgs=mapArgs, **options))
+        return list(task.outputNodes)

@@ -1,6 +1,6 @@
-"""The module's one serving worker (``python -m MedLSDMLib.worker serve``): every generate, edit and batch item is a
-request to it, so the model is loaded once; it is started on first use, started again if it died, and ended
-when the module is closed or Slicer exits.
+"""The module's one serving worker (``python -m MedLSDMLib.worker serve``): every generate, edit, batch item and
+batch into a folder (one synthesize job) is a request to it, so the model is loaded once; it is started on first
+use, started again if it died, and ended when the module is closed or Slicer exits.
 
 A request (``ServedRequest``) looks like a ``WorkerProcess`` to the logic: ``poll``, ``wait``, ``cancel``,
 ``returncode`` (the one-shot worker's exit code for its done or error event) and ``cancelRequested``. Events
@@ -141,7 +141,7 @@ class ServingWorker:
 
     def submit(self, python: str, env: Dict[str, str], command: str, args: List[str],
                onEvent: Callable[[Event], None]) -> ServedRequest:
-        """Send one request (``command`` generate or edit with the arguments of ``medlsdm COMMAND``)."""
+        """Send one request (``command`` generate, edit or synthesize with the arguments of ``medlsdm COMMAND``)."""
         key = (python, tuple(sorted(env.items())))
         with self._lock:
             idle = not self._requests and time.monotonic() - self._lastActivity > IDLE_SECONDS - IDLE_MARGIN_SECONDS
@@ -256,8 +256,8 @@ def sharedWorker() -> ServingWorker:
 
 
 def submit(workerArgs: List[str], env: Dict[str, str], onEvent: Callable[[Event], None]) -> ServedRequest:
-    """A one-shot worker command line (``PYTHON -m MedLSDMLib.worker [edit] ARGS...``) sent as a request to the
-    shared serving worker instead."""
+    """A one-shot worker command line (``PYTHON -m MedLSDMLib.worker [edit|synthesize] ARGS...``) sent as a
+    request to the shared serving worker instead."""
     python, args = workerArgs[0], list(workerArgs[3:])
-    command = args.pop(0) if args[:1] == ["edit"] else "generate"
+    command = args.pop(0) if args[:1] in (["edit"], ["synthesize"]) else "generate"
     return _shared.submit(python, env, command, args, onEvent)

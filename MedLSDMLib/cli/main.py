@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
 from MedLSDMLib import __version__
-from MedLSDMLib.cli import benchmark, compare, demo, edit, evaluate, generate, models, reconstruct, train
+from MedLSDMLib.cli import benchmark, compare, demo, edit, evaluate, generate, models, reconstruct, synthesize, train
 from MedLSDMLib.cli.options import PROGRESS_MODES
 from MedLSDMLib.errors import Cancelled, InputError, MedLSDMError
 from MedLSDMLib.protocol import EXIT_CANCELLED, EXIT_DONE, EXIT_FAILED, EXIT_INPUT
@@ -21,7 +21,7 @@ from MedLSDMLib.runtime.interrupt import requested, run_stoppable, signals_ask_t
 from MedLSDMLib.runtime.progress import Reporter, make_reporter
 
 # the commands, in the order --help lists them
-COMMANDS = (demo, generate, edit, reconstruct, models, train, evaluate, benchmark, compare)
+COMMANDS = (demo, generate, edit, synthesize, reconstruct, models, train, evaluate, benchmark, compare)
 EXAMPLES = """examples:
   medlsdm generate labels.nii.gz -o synthetic.nii.gz --seed 1
   medlsdm generate brain.seg.nrrd --reference t1.nrrd -o synthetic.nrrd --samples 4

@@ -1,4 +1,5 @@
-"""The serving worker: one process answers generate and edit requests and keeps the model loaded between them.
+"""The serving worker: one process answers generate, edit and synthesize requests and keeps the model loaded
+between them.
 
     python -m MedLSDMLib.worker serve [--idle-timeout SECONDS]
 
@@ -6,6 +7,7 @@ stdin, one JSON object a line:
 
     {"id": "r1", "command": "generate", "args": ["LABELS", "-o", "OUT", ...]}      the arguments of medlsdm generate
     {"id": "r2", "command": "edit", "args": ["IMAGE", "LABELS", "-o", "OUT", ...]}  those of medlsdm edit
+    {"id": "r3", "command": "synthesize", "args": ["MAPS", "-o", "FOLDER", ...]}    those of medlsdm synthesize
     {"command": "cancel", "id": "r1"}
 
 stdout: the worker protocol's events (MedLSDMLib.protocol), each with its request's ``"id"``; a request ends with
@@ -35,7 +37,7 @@ from MedLSDMLib.runtime.hardware import threads_set_to
 from MedLSDMLib.runtime.interrupt import GRACE_SECONDS, requested, run_stoppable, signals_ask_to_stop
 from MedLSDMLib.runtime.progress import JsonReporter
 
-SERVED = ("generate", "edit")
+SERVED = ("generate", "edit", "synthesize")
 CANCEL = "cancel"
 IDLE_SECONDS = 600.0
 POLL_SECONDS = 0.05
@@ -97,7 +99,7 @@ def parse_request(line: str) -> Request:
     if not isinstance(request_id, str) or not request_id:
         raise BadRequest(f'the request has no "id": give each request a text id, as in {EXAMPLE}')
     if command not in (*SERVED, CANCEL):
-        raise BadRequest(f"unknown command {command!r}: use generate, edit or cancel", request_id)
+        raise BadRequest(f"unknown command {command!r}: use generate, edit, synthesize or cancel", request_id)
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise BadRequest(f'"args" must be a list of strings: the arguments of medlsdm {command}', request_id)
     return Request(request_id, command, args)

@@ -10,7 +10,7 @@ the blur mixes neighbouring classes like partial volume does. No training, no mo
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -36,23 +36,32 @@ def blur_gain(sigma: Sequence[float]) -> float:
     return float(np.sqrt((kernel**2).sum()))
 
 
-def render_array(real: np.ndarray, classes: np.ndarray, seed: int = 0, sigma: float = BLUR_SIGMA_VOXELS) -> np.ndarray:
-    """The baseline rendering of ``classes`` with the class statistics of ``real`` (arrays on one grid)."""
+def class_statistics(real: np.ndarray, classes: np.ndarray) -> Dict[int, Tuple[float, float]]:
+    """Each class value's mean and standard deviation in ``real`` (arrays on one grid)."""
     real = real.astype(np.float64)
+    return {int(v): (float(real[classes == v].mean()), float(real[classes == v].std())) for v in np.unique(classes)}
+
+
+def render_classes(
+    classes: np.ndarray, statistics: Mapping[int, Tuple[float, float]], seed: int = 0, sigma: float = BLUR_SIGMA_VOXELS
+) -> np.ndarray:
+    """The baseline rendering of ``classes`` with each class's (mean, sd) from ``statistics``."""
     sigmas = [sigma if n > 1 else 0.0 for n in classes.shape]
     gain = blur_gain(sigmas) if sigma > 0 else 1.0
     values = np.unique(classes)
-    means = np.zeros(values.size)
-    spreads = np.zeros(values.size)
-    for k, value in enumerate(values):
-        voxels = real[classes == value]
-        means[k], spreads[k] = voxels.mean(), voxels.std() / gain
+    means = np.array([statistics[int(v)][0] for v in values])
+    spreads = np.array([statistics[int(v)][1] for v in values]) / gain
     index = np.searchsorted(values, classes)
     noise = np.random.default_rng(seed).standard_normal(classes.shape)
     rendered = means[index] + spreads[index] * noise
     if sigma > 0:
         rendered = ndimage.gaussian_filter(rendered, sigmas, mode="nearest")
     return rendered.astype(np.float32)
+
+
+def render_array(real: np.ndarray, classes: np.ndarray, seed: int = 0, sigma: float = BLUR_SIGMA_VOXELS) -> np.ndarray:
+    """The baseline rendering of ``classes`` with the class statistics of ``real`` (arrays on one grid)."""
+    return render_classes(classes, class_statistics(real, classes), seed, sigma)
 
 
 def render(real: sitk.Image, labels: sitk.Image, seed: int = 0, sigma: float = BLUR_SIGMA_VOXELS) -> sitk.Image:

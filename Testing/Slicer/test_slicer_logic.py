@@ -132,11 +132,22 @@ def test_an_unmapped_segment_ends_in_the_error_state(scene, bundle: Path) -> Non
     assert temporaryEntries() == []
 
 
-def test_batch_goes_on_past_a_failing_input(scene, bundle: Path, tmp_path: Path) -> None:
+def readVolume(path: Path, className: str = "vtkMRMLScalarVolumeNode"):
+    node = getattr(slicer, className)()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.ReadData(node), path
+    return node
+
+
+def test_a_batch_into_a_folder_is_one_synthesize_job_that_goes_on_past_a_failing_input(scene, bundle: Path,
+                                                                                       tmp_path: Path) -> None:
+    """Nodes and files go through one synthesize request to the serving worker (one model load); each input's
+    outcome is its own summary line; a rerun is a request to the same worker and makes nothing again."""
     reference = addReferenceVolume(scene)
     segmentation = addSegmentation(scene, reference, name="case 1")
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
-    outer, middle, _ = shells()
+    outer, middle, inner = shells()
     files = {}
     for name, voxels in (("good", outer + middle), ("bad", outer * 7)):  # 7 is no class of the model
         slicer.util.updateVolumeFromArray(labelmap, voxels.astype(np.int16))
@@ -147,21 +158,38 @@ def test_batch_goes_on_past_a_failing_input(scene, bundle: Path, tmp_path: Path)
         assert storage.WriteData(labelmap)
     out = tmp_path / "out"
     out.mkdir()
+    logic = GenerationLogic()
+    workers: List[List[str]] = []
+    start = logic._start
 
-    summary = GenerationLogic().generateBatch([segmentation, str(files["bad"]), files["good"]], out,
-                                              model=str(bundle), steps=2, seed=5, device="cpu")
-    assert [item.ok for item in summary] == [True, False, True]
-    assert summary[0].output == [str(out / "case_1_synthetic.nrrd")]
-    assert summary[2].output == [str(out / "good_synthetic.nrrd")]
+    def counted(job, args: List[str], waitForCompletion: bool) -> None:
+        workers.append(args)
+        start(job, args, waitForCompletion)
+
+    logic._start = counted  # type: ignore[method-assign]
+
+    inputs = [segmentation, str(files["bad"]), files["good"], tmp_path / "missing.nrrd"]
+    summary = logic.generateBatch(inputs, out, model=str(bundle), steps=2, seed=5, samples=2, device="cpu")
+    assert len(workers) == 1 and "synthesize" in workers[0]
+    assert [item.ok for item in summary] == [True, False, True, False], [str(item) for item in summary]
+    assert summary[0].output == [str(out / "case_1_s01_image.nii.gz"), str(out / "case_1_s02_image.nii.gz")]
+    assert summary[2].output == [str(out / "good_s01_image.nii.gz"), str(out / "good_s02_image.nii.gz")]
     assert "value(s) 7" in summary[1].message and summary[1].output == []
+    assert "does not exist" in summary[3].message
     assert str(summary[1]).startswith("FAILED") and str(summary[2]).startswith("ok")
-    assert sorted(os.listdir(out)) == ["case_1_synthetic.nrrd", "good_synthetic.nrrd"]
-    written = slicer.vtkMRMLScalarVolumeNode()
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(out / "case_1_synthetic.nrrd"))
-    assert storage.ReadData(written)
-    assert Geometry.of(written).differences(Geometry.of(reference)) == []
-    assert temporaryEntries() == []  # file inputs written to a folder need none; the node's is removed
+    pairs = [f"{name}_s0{k}_{kind}.nii.gz" for name in ("case_1", "good") for k in (1, 2) for kind in ("image", "label")]
+    assert sorted(os.listdir(out)) == sorted(pairs + ["manifest.csv"])
+    image = readVolume(out / "case_1_s01_image.nii.gz")
+    assert Geometry.of(image).differences(Geometry.of(reference)) == []
+    label = readVolume(out / "case_1_s01_label.nii.gz", "vtkMRMLLabelMapVolumeNode")
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(label), outer + middle + inner)  # the segments' classes
+    assert temporaryEntries() == []  # the node's export and the job's list are removed
+
+    starts = serving.sharedWorker().starts
+    again = logic.generateBatch(inputs, out, model=str(bundle), steps=2, seed=5, samples=2, device="cpu")
+    assert [str(item) for item in again] == [str(item) for item in summary]
+    assert len(workers) == 2 and sorted(os.listdir(out)) == sorted(pairs + ["manifest.csv"])
+    assert serving.sharedWorker().starts == starts and serving.sharedWorker().alive()  # the same serving worker
 
 
 def test_batch_loads_every_sample_of_a_label_map_file_into_the_scene(scene, bundle: Path, tmp_path: Path) -> None:

@@ -128,6 +128,34 @@ def test_two_requests_answered_by_id_with_one_model_load(
     assert folder_entries(tmp_path) == ["a.nii.gz", "b.nii.gz", "labels.nii.gz"]
 
 
+def test_a_synthesize_request_uses_the_model_a_generate_request_loaded(
+    served: InProcess, tmp_path: Path, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A synthesize job is a request like generate: its events carry its id (one progress event a pair), its
+    pairs and manifest.csv are written, and the model loaded for the generate request before it serves it."""
+    loads: List[Path] = []
+    load = Generator.load.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Generator, "load", classmethod(lambda cls, *a, **k: loads.append(a[0]) or load(cls, *a, **k)))
+    labels = write(brain_labels(), tmp_path / "labels.nii.gz")
+    served.start(monkeypatch)
+    served.send(generate_request("one", labels, tmp_path / "one.nii.gz", bundle_dir))
+    job = [str(labels), "-o", str(tmp_path / "set"), "--model", str(bundle_dir), "--device", "cpu", "--threads", "1",
+           "--steps", "2", "--samples", "2", "--seed", "3"]
+    served.send({"id": "job", "command": "synthesize", "args": job})
+    events = served.out.until_end("job")
+
+    ends = [(e["id"], e["type"]) for e in events if e["type"] in ("done", "error")]
+    assert ends == [("one", "done"), ("job", "done")], events
+    done = events[-1]
+    assert done["paths"] == [str(tmp_path / "set" / f"labels_s0{k}_image.nii.gz") for k in (1, 2)]
+    assert done["seeds"] == [3, 4]
+    assert [e["step"] for e in events if e["id"] == "job" and e.get("stage") == "synthesize"] == [1, 2]
+    assert len(loads) == 1  # one model load for both requests
+    assert folder_entries(tmp_path / "set") == sorted(
+        ["manifest.csv"] + [f"labels_s0{k}_{kind}.nii.gz" for k in (1, 2) for kind in ("image", "label")]
+    )
+
+
 def test_a_bad_request_is_an_error_event_and_the_worker_goes_on(
     served: InProcess, tmp_path: Path, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
