@@ -34,7 +34,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/medlsdm demo -o medlsdm-demo
 
 test: $(VENV)/.installed $(VENV_SLICER)/.installed
-	$(PY) -m ruff check MedLSDMLib
+	$(PY) -m ruff check MedLSDMLib MedLSDM
 	$(PY) -m ruff format --check MedLSDMLib
 	$(PY) -m mypy
 	$(PY) -m pytest Testing -q

@@ -4,29 +4,35 @@ The engine runs in a separate worker process (``PythonSlicer -m MedLSDMLib.worke
 imports neither torch nor MedLSDMLib. PyTorch and the engine's other requirements are installed on
 the first Generate, never at import. Python 3.9 syntax (Slicer 5.8) and up.
 """
-import logging
 import os
-import re
-import sys
-from typing import Annotated, List, Optional
+from typing import Annotated, Optional
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
-from MedLSDMSlicer.logic import (DEFAULT_MARGIN, GenerationError, GenerationLogic, GenerationTask, Geometry,
-                                 knownModels, modelClasses, resourcesFolder, sameNode)
+from MedLSDMSlicer import review
+from MedLSDMSlicer.dependencies import DependencyInstaller
+from MedLSDMSlicer.logic import (
+    DEFAULT_MARGIN,
+    GenerationError,
+    GenerationLogic,
+    GenerationTask,
+    resourcesFolder,
+    sameNode,
+)
+from MedLSDMSlicer.modelchoice import ModelChoice
+from MedLSDMSlicer.review import ReviewButton
+from MedLSDMSlicer.selftest import SelfTest
 
-# The engine's requirements other than PyTorch (numpy and SimpleITK come with Slicer: never reinstalled).
-REQUIREMENTS = ["monai>=1.5", "einops>=0.6", "scipy>=1.7", "safetensors>=0.4", "slicerio>=1.0", "tqdm>=4.60",
-                "PyYAML>=6.0"]
-TORCH_REQUIREMENT = ">=2.1"
 DEVICE_CHOICES = ["auto", "GPU", "CPU"]
 STAGE_NAMES = {"download": "Downloading model", "prepare": "Preparing", "encode": "Encoding", "sample": "Sampling",
                "decode": "Decoding", "write": "Writing"}
@@ -82,7 +88,7 @@ class MedLSDMParameterNode:
     variability: bool = False
 
 
-class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class MedLSDMWidget(ModelChoice, ReviewButton, ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The module panel: inputs, sampling options, Generate/Cancel, progress, log and Review."""
 
     def __init__(self, parent=None) -> None:
@@ -118,8 +124,10 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
+        """The module is closed or Slicer exits: stop the run, and end the serving worker."""
         if self._task is not None:
             self._task.cancel()
+        self.logic.stopWorker()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -263,48 +271,6 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved):
                 self.addObserver(node, event, self.updateGUIFromParameterNode)
 
-    # -- models --------------------------------------------------------------------------------
-
-    def _fillModels(self) -> None:
-        combo = self.ui.modelComboBox
-        combo.clear()
-        try:
-            entries = knownModels()
-        except GenerationError as exc:
-            self._log(str(exc))
-            return
-        for entry in entries:
-            state = "installed" if entry.installed() else "downloaded on first use"
-            combo.addItem(f"{entry.name} {entry.version} ({state})", entry.name)
-            combo.setItemData(combo.count - 1, entry.description, qt.Qt.ToolTipRole)
-
-    def _selectModel(self, model: str) -> None:
-        combo = self.ui.modelComboBox
-        if not model:
-            index = 0 if combo.count else -1
-        else:
-            index = combo.findData(model)
-            if index < 0 and os.path.isdir(model):
-                combo.addItem(f"{os.path.basename(os.path.normpath(model))} (folder)", model)
-                combo.setItemData(combo.count - 1, model, qt.Qt.ToolTipRole)
-                index = combo.count - 1
-        wasBlocked = combo.blockSignals(True)
-        combo.currentIndex = index
-        combo.blockSignals(wasBlocked)
-
-    def onModelChanged(self, index: int) -> None:
-        if self._parameterNode is not None and index >= 0:
-            self._parameterNode.model = str(self.ui.modelComboBox.itemData(index))
-
-    def onBrowseModel(self) -> None:
-        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Choose a MedLSDM model bundle folder")
-        if not folder:
-            return
-        if not os.path.isfile(os.path.join(folder, "model.json")):
-            slicer.util.errorDisplay(f"{folder} holds no model.json: it is not a MedLSDM model bundle.")
-            return
-        self._parameterNode.model = folder
-
     # -- generation ----------------------------------------------------------------------------
 
     def _cancelRunning(self) -> bool:
@@ -411,40 +377,7 @@ class MedLSDMWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _log(self, message: str) -> None:
         self.ui.logTextEdit.appendPlainText(message)
 
-    # -- review --------------------------------------------------------------------------------
-
-    def _realVolume(self):
-        p = self._parameterNode
-        if p.referenceVolume:
-            return p.referenceVolume
-        if p.segmentation:
-            role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
-            return p.segmentation.GetNodeReference(role)
-        return None
-
-    def _updateReviewButton(self) -> None:
-        button = self.ui.reviewButton
-        if button.checked:
-            return
-        synthetic = self._lastResult if self._lastResult is not None and self._lastResult.GetScene() else None
-        real = self._realVolume()
-        button.enabled = bool(synthetic and real)
-        button.toolTip = ("Show the real and the generated image side by side; click again to go back"
-                          if button.enabled else "Generate an image first, from a segmentation with a reference volume")
-
-    def onReviewToggled(self, checked: bool) -> None:
-        if checked:
-            self._review = self.logic.showReview(self._realVolume(), self._lastResult, self._parameterNode.segmentation)
-            self.ui.reviewButton.text = "Back to the previous layout"
-        else:
-            if self._review is not None:
-                self.logic.restoreReview(self._review)
-                self._review = None
-            self.ui.reviewButton.text = "Review side by side"
-            self._updateReviewButton()
-
-
-class MedLSDMLogic(GenerationLogic, ScriptedLoadableModuleLogic):
+class MedLSDMLogic(DependencyInstaller, GenerationLogic, ScriptedLoadableModuleLogic):
     """The module's logic: generation (GenerationLogic) plus what needs the Slicer application:
     the parameter node, installing dependencies, and the Review layout.
 
@@ -454,8 +387,6 @@ class MedLSDMLogic(GenerationLogic, ScriptedLoadableModuleLogic):
         volume = logic.generate(getNode("Segmentation"), getNode("MRHead"), seed=1)
         summary = logic.generateBatch(["case1.seg.nrrd", "case2.nii.gz"], outputFolder="/tmp/synthetic")
     """
-
-    _dependenciesReady = False
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -483,254 +414,20 @@ class MedLSDMLogic(GenerationLogic, ScriptedLoadableModuleLogic):
             raise GenerationError("the required Python packages are not installed: MedLSDM cannot run")
         return super().generateBatch(inputs, outputFolder, **kwargs)
 
-    # -- dependencies --------------------------------------------------------------------------
-
-    def ensureDependencies(self) -> bool:
-        """Install PyTorch (through the PyTorch extension) and the engine's other requirements into
-        Slicer's Python, asking first. False when the user declined. Nothing to do when the worker
-        runs with another Python (MEDLSDM_WORKER_PYTHON). In testing mode nothing is installed (the
-        PyTorch extension would not ask): a GenerationError says what is missing."""
-        if MedLSDMLogic._dependenciesReady or self.pythonExecutable:
-            return True
-        missing = ([] if self._installedVersion("torch") is not None else ["torch"]) + self._missingRequirements()
-        if not missing:
-            MedLSDMLogic._dependenciesReady = True
-            return True
-        testing = getattr(slicer.app, "testingEnabled", None)
-        if testing is not None and testing():
-            raise GenerationError(f"MedLSDM needs Python packages that are not installed ({', '.join(missing)}), and "
-                                  "Slicer runs in testing mode, where MedLSDM installs nothing: click Generate once "
-                                  "in a normal Slicer session to install them")
-        if not self._ensureTorch():
-            return False
-        if not self._ensureRequirements():
-            return False
-        MedLSDMLogic._dependenciesReady = True
-        return True
-
-    @staticmethod
-    def _installedVersion(name: str) -> Optional[str]:
-        from importlib import metadata
-
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    def _ensureTorch(self) -> bool:
-        if self._installedVersion("torch") is not None:
-            return True
-        try:
-            import PyTorchUtils
-        except ImportError:
-            raise GenerationError("MedLSDM needs PyTorch: install the PyTorch extension with the Extensions Manager, "
-                                  "restart Slicer, and click Generate again") from None
-        torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=True,
-                                                              torchVersionRequirement=TORCH_REQUIREMENT)
-        return torch is not None
-
-    def _missingRequirements(self) -> List[str]:
-        """The REQUIREMENTS that are absent or too old."""
-        try:
-            from packaging.requirements import Requirement
-        except ImportError:
-            Requirement = None
-        missing = []
-        for text in REQUIREMENTS:
-            name = re.split(r"[<>=!~\[ ]", text, 1)[0]
-            installed = self._installedVersion(name)
-            if installed is None or (Requirement is not None and installed not in Requirement(text).specifier):
-                missing.append(text)
-        return missing
-
-    def _ensureRequirements(self) -> bool:
-        try:
-            import slicer.packaging as packaging  # Slicer 5.12 and later
-        except ImportError:
-            packaging = None
-        # The installed PyTorch (the build PyTorchUtils chose, CUDA or not) is pinned, so that pip can
-        # never replace it while resolving MONAI's requirements.
-        requirements = REQUIREMENTS + [f"torch=={self._installedVersion('torch')}"]
-        if packaging is not None and hasattr(packaging, "pip_ensure"):
-            try:
-                packaging.pip_ensure(requirements, requester="MedLSDM")
-            except RuntimeError:  # the user declined
-                return False
-            return True
-        missing = self._missingRequirements()
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                "MedLSDM needs these Python packages, which will be downloaded and installed now "
-                f"(this can take a few minutes):\n\n{', '.join(missing)}", "MedLSDM: install packages"):
-            return False
-        loaded = [text for text in missing if re.split(r"[<>=!~\[ ]", text, 1)[0].lower() in sys.modules]
-        qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-        try:
-            slicer.util.pip_install(missing + requirements[-1:])
-        finally:
-            qt.QApplication.restoreOverrideCursor()
-        if loaded:
-            slicer.util.infoDisplay("Packages that Slicer had already loaded were updated "
-                                    f"({', '.join(loaded)}): restart Slicer before using them in other modules.",
-                                    "MedLSDM: restart recommended")
-        return True
-
     # -- review --------------------------------------------------------------------------------
 
     def showReview(self, realVolume, syntheticVolume, segmentationNode=None) -> dict:
-        """Side-by-side layout: the real volume in the left view, the generated one in the right,
-        slice views linked, the segmentation as an outline in both. Returns what ``restoreReview``
-        needs to go back."""
-        if realVolume is None or syntheticVolume is None:
-            raise GenerationError("Review needs a real volume (the reference) and a generated volume")
-        layoutManager = slicer.app.layoutManager()
-        state = {"layout": layoutManager.layout, "linked": {}, "outline": None}
-        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        composites = []
-        for viewName, volume in (("Red", realVolume), ("Yellow", syntheticVolume)):
-            sliceLogic = layoutManager.sliceWidget(viewName).sliceLogic()
-            composite = sliceLogic.GetSliceCompositeNode()
-            state["linked"][viewName] = composite.GetLinkedControl()
-            composite.SetBackgroundVolumeID(volume.GetID())
-            composite.SetForegroundVolumeID(None)
-            composite.SetLabelVolumeID(None)
-            sliceLogic.GetSliceNode().SetOrientation("Axial")
-            sliceLogic.FitSliceToAll()
-            composites.append(composite)
-        for composite in composites:  # linked only now, so that neither volume choice spreads to the other view
-            composite.SetLinkedControl(True)
-        if segmentationNode is not None:
-            if segmentationNode.GetDisplayNode() is None:
-                segmentationNode.CreateDefaultDisplayNodes()
-            display = segmentationNode.GetDisplayNode()
-            state["outline"] = (segmentationNode.GetID(), display.GetVisibility(), display.GetVisibility2DFill(),
-                                display.GetVisibility2DOutline(), [display.GetNthViewNodeID(i) for i in
-                                                                   range(display.GetNumberOfViewNodeIDs())])
-            display.RemoveAllViewNodeIDs()  # shown in every view
-            display.SetVisibility(True)
-            display.SetVisibility2DFill(False)
-            display.SetVisibility2DOutline(True)
-        return state
+        """review.showReview: the real and the generated volume side by side; returns what
+        ``restoreReview`` needs to go back."""
+        return review.showReview(realVolume, syntheticVolume, segmentationNode)
 
     def restoreReview(self, state: dict) -> None:
-        """Back to the layout, view links and segmentation display from before ``showReview``."""
-        layoutManager = slicer.app.layoutManager()
-        for viewName, linked in state["linked"].items():
-            widget = layoutManager.sliceWidget(viewName)
-            if widget is not None:
-                widget.sliceLogic().GetSliceCompositeNode().SetLinkedControl(linked)
-        if state["outline"] is not None:
-            segmentationId, visible, fill, outline, views = state["outline"]
-            segmentation = slicer.mrmlScene.GetNodeByID(segmentationId)
-            if segmentation is not None and segmentation.GetDisplayNode() is not None:
-                display = segmentation.GetDisplayNode()
-                display.SetVisibility(visible)
-                display.SetVisibility2DFill(fill)
-                display.SetVisibility2DOutline(outline)
-                for viewId in views:
-                    display.AddViewNodeID(viewId)
-        layoutManager.setLayout(state["layout"])
+        """review.restoreReview: back to the layout from before ``showReview``."""
+        review.restoreReview(state)
 
 
-class MedLSDMTest(ScriptedLoadableModuleTest):
-    """Slicer's self-test: generate with the first model of Models.json on an oblique, anisotropic
-    volume and check the result's geometry; a bad input must end in a message."""
+class MedLSDMTest(SelfTest):
+    """Slicer's self-test (MedLSDMSlicer/selftest.py) on this module's logic."""
 
-    def setUp(self) -> None:
-        slicer.mrmlScene.Clear()
-
-    def runTest(self) -> None:
-        self.setUp()
-        self.test_empty_segmentation_is_reported()
-        logic = MedLSDMLogic()
-        if not logic.pythonExecutable and (logic._installedVersion("torch") is None or logic._missingRequirements()):
-            # A self-test must not download gigabytes: generation is tested where the packages are installed.
-            self.delayDisplay("Generation test skipped: PyTorch or MedLSDM's packages are not installed (click "
-                              "Generate once to install them)")
-            return
-        self.setUp()
-        self.test_generate_keeps_the_reference_geometry()
-        self.setUp()
-        self.test_edit_keeps_the_real_scan_outside_the_region()
-
-    def _referenceVolume(self):
-        import numpy as np
-
-        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Reference")
-        voxels = np.random.default_rng(0).normal(100, 20, (30, 52, 44)).astype(np.int16)  # k, j, i
-        slicer.util.updateVolumeFromArray(volume, voxels)
-        volume.SetSpacing(1.1, 0.9, 1.6)
-        volume.SetOrigin(-22.5, 17.0, -20.25)
-        angle = np.deg2rad(20.0)
-        c, s = np.cos(angle), np.sin(angle)
-        volume.SetIJKToRASDirections(c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
-        return volume
-
-    def _tissues(self, reference, model: str):
-        """A segmentation on ``reference``: nested spheres of the model's first three classes."""
-        import numpy as np
-
-        classes = modelClasses(model)
-        self.assertIsNotNone(classes, f"model {model} is not installed")
-        foreground = [name for value, name in classes if value != 0][:3]
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Tissues")
-        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(reference)
-        grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in (30, 52, 44)], indexing="ij")
-        radius = np.sqrt(sum(g ** 2 for g in grids))
-        for name, limit in zip(foreground, (0.9, 0.65, 0.4)):
-            segmentId = segmentation.GetSegmentation().AddEmptySegment("", name)
-            slicer.util.updateSegmentBinaryLabelmapFromArray((radius < limit).astype(np.uint8), segmentation,
-                                                              segmentId, reference)
-        return segmentation, radius
-
-    def test_generate_keeps_the_reference_geometry(self) -> None:
-        import numpy as np
-
-        self.delayDisplay("Generating with the first model of Models.json")
-        model = knownModels()[0].name
-        reference = self._referenceVolume()
-        segmentation, _ = self._tissues(reference, model)
-
-        logic = MedLSDMLogic()
-        result = logic.generate(segmentation, reference, model=model, seed=1)
-        self.assertEqual(result.GetName(), "Tissues synthetic seed 1")
-        self.assertEqual(result.GetImageData().GetDimensions(), reference.GetImageData().GetDimensions())
-        self.assertEqual(Geometry.of(result).differences(Geometry.of(reference)), [])
-        voxels = slicer.util.arrayFromVolume(result)
-        self.assertTrue(np.isfinite(voxels).all() and voxels.std() > 0)
-        self.delayDisplay("Generated volume has the reference geometry")
-
-    def test_edit_keeps_the_real_scan_outside_the_region(self) -> None:
-        import numpy as np
-
-        self.delayDisplay("Editing a region of a scan with the first model of Models.json")
-        model = knownModels()[0].name
-        reference = self._referenceVolume()
-        real = slicer.util.arrayFromVolume(reference).copy()
-        segmentation, radius = self._tissues(reference, model)
-        logic = MedLSDMLogic()
-        logic.startEditing(segmentation)
-        inner = segmentation.GetSegmentation().GetNthSegmentID(2)
-        grown = (radius < 0.55).astype(np.uint8)  # the innermost sphere grows: the edit
-        slicer.util.updateSegmentBinaryLabelmapFromArray(grown, segmentation, inner, reference)
-        changed = logic.changedRegion(reference, segmentation)
-        self.assertEqual(int(changed.sum()), int(((radius < 0.55) & (radius >= 0.4)).sum()))
-
-        result = logic.edit(reference, segmentation, model=model, seed=1, margin=2.0)
-        self.assertEqual(result.GetName(), "Reference edited seed 1")
-        self.assertEqual(Geometry.of(result).differences(Geometry.of(reference)), [])
-        voxels = slicer.util.arrayFromVolume(result)
-        far = radius > 0.9  # well beyond the edited shell and its margin
-        self.assertTrue(np.array_equal(voxels[far], real[far]), "voxels far from the edit changed")
-        self.assertFalse(np.allclose(voxels[changed], real[changed]), "the edited region was not regenerated")
-        self.assertTrue(np.array_equal(slicer.util.arrayFromVolume(reference), real), "the real scan changed")
-        self.delayDisplay("Edited only the changed region")
-
-    def test_empty_segmentation_is_reported(self) -> None:
-        reference = self._referenceVolume()
-        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Nothing")
-        with self.assertRaises(GenerationError) as raised:
-            MedLSDMLogic().generate(segmentation, reference, model=knownModels()[0].name)
-        self.assertIn("Nothing has no segments", str(raised.exception))
-        self.delayDisplay("Empty segmentation reported")
+    def newLogic(self):
+        return MedLSDMLogic()

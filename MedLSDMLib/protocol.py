@@ -45,19 +45,48 @@ def exit_meaning(code: int) -> str:
 
 
 def progress_event(stage: str, step: int, total: int) -> Event:
+    """A progress line.
+
+    Args:
+        stage: download, prepare, encode, sample, decode or write.
+        step: steps done, from 1.
+        total: the stage's steps.
+
+    Returns:
+        The event.
+    """
     return {"type": PROGRESS, "stage": stage, "step": step, "total": total}
 
 
 def log_event(message: str) -> Event:
+    """A log line: something to show the user (the model and hardware, a warning, a stray print)."""
     return {"type": LOG, "message": message}
 
 
 def done_event(paths: Sequence[str], seeds: Sequence[int], seconds: float) -> Event:
-    """The outputs written (``path`` is the first, for readers of one output) and their seeds."""
+    """The last line of a run that succeeded.
+
+    Args:
+        paths: the outputs written, in order (``path`` is the first, for readers of one output).
+        seeds: the seed of each sample (empty when the command draws none).
+        seconds: the run's time.
+
+    Returns:
+        The event.
+    """
     return {"type": DONE, "path": paths[0], "paths": list(paths), "seeds": list(seeds), "seconds": round(seconds, 3)}
 
 
 def error_event(kind: str, message: str) -> Event:
+    """The last line of a run that failed.
+
+    Args:
+        kind: the error's kind (input, model, memory, cancelled, internal; ``MedLSDMError.kind``).
+        message: one line for the user: what is wrong and what to do.
+
+    Returns:
+        The event.
+    """
     return {"type": ERROR, "kind": kind, "message": message}
 
 
@@ -67,8 +96,15 @@ def to_line(event: Event) -> str:
 
 
 def parse_line(line: str) -> Event:
-    """A protocol line as its event; anything that is not a JSON object with a type (a stray print,
-    a warning) is a log event carrying the line."""
+    """A protocol line as its event.
+
+    Args:
+        line: one stdout line of the worker, without its end.
+
+    Returns:
+        The event; anything that is not a JSON object with a type (a stray print, a warning) is a log
+        event carrying the line.
+    """
     try:
         event = json.loads(line)
     except ValueError:

@@ -4,6 +4,7 @@ speaking the JSON worker protocol.
     PythonSlicer -m MedLSDMLib.worker LABELS -o OUTPUT [generate options]
     PythonSlicer -m MedLSDMLib.worker edit REAL LABELS -o OUTPUT [edit options]
     PythonSlicer -m MedLSDMLib.worker synthesize MAPS -o FOLDER [synthesize options]
+    PythonSlicer -m MedLSDMLib.worker serve [--idle-timeout SECONDS]   (many requests, one process: cli/serving.py)
 
 Each stdout line is one JSON object: {"type": "progress", "stage", "step", "total"},
 {"type": "log", "message"}, {"type": "done", "path", "paths", "seeds", "seconds"} or
@@ -21,12 +22,24 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run ``medlsdm generate`` (or ``edit``) with ``--progress json`` in protocol mode.
+
+    Args:
+        argv: the worker's arguments (default: the command line); ``edit`` first selects edit.
+
+    Returns:
+        The exit code (protocol.EXIT_*); every outcome was also written as a JSON line.
+    """
     from MedLSDMLib.cli.main import main as cli_main
     from MedLSDMLib.protocol import EXIT_CANCELLED
 
     if not _stdout_open():  # nobody reads the events: as if the reader had gone at once
         return EXIT_CANCELLED
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["serve"]:
+        from MedLSDMLib.cli.serving import main as serve
+
+        return serve(args[1:])
     command = args.pop(0) if args[:1] in (["edit"], ["synthesize"]) else "generate"
     return cli_main([command, *args, "--progress", "json"], protocol=True)
 

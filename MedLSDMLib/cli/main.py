@@ -85,7 +85,14 @@ def main(argv: Optional[List[str]] = None, protocol: bool = False) -> int:
     """Run a command. Its work runs in a thread while this one waits for SIGINT/SIGTERM: the first
     asks to stop at the next step, and if the work has not ended ``GRACE_SECONDS`` later (or a
     second signal comes) the process removes its temporary files and exits with 130 at once.
-    ``protocol``: the worker's, where every outcome is a JSON line on stdout (usage errors, --help)."""
+
+    Args:
+        argv: the arguments after ``medlsdm`` (default: the command line).
+        protocol: the worker's mode, where every outcome is a JSON line on stdout (usage errors, --help).
+
+    Returns:
+        The exit code: 0 done, 2 bad input, 3 model problem, 4 out of memory or disk, 130 cancelled.
+    """
     with signals_ask_to_stop():
         if not protocol:
             return _main(build_parser().parse_args(argv))

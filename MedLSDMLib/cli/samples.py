@@ -86,7 +86,8 @@ def run_samples(
     Returns:
         The exit code, 0.
     """
-    from MedLSDMLib.generation.pipeline import Generator, check_generation_options, parse_max_memory
+    from MedLSDMLib.generation.model_cache import load_generator
+    from MedLSDMLib.generation.options import check_generation_options, parse_max_memory
     from MedLSDMLib.io.labels import parse_mapping
     from MedLSDMLib.io.mapfile import read_map_file
 
@@ -96,7 +97,7 @@ def run_samples(
     check()
     map_file = read_map_file(args.map_file) if args.map_file else None
     with sample_writer(args, inputs, reporter) as writer:
-        generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
+        generator = load_generator(args.model, args.device, args.precision, progress=reporter.progress)
         produce(
             generator,
             {

@@ -11,7 +11,7 @@ from typing import Callable
 
 from MedLSDMLib.cli.options import add_device_options, add_model_options, add_reporting_options
 from MedLSDMLib.cli.samples import SamplerOption
-from MedLSDMLib.runtime.progress import Reporter
+from MedLSDMLib.runtime.progress import JsonReporter, Reporter
 
 NAME = "synthesize"
 LAYOUT_HELP = (
@@ -78,7 +78,8 @@ def run_synthesize(args: argparse.Namespace, reporter: Reporter, cancel: Callabl
 
     from MedLSDMLib.errors import Cancelled, InputError
     from MedLSDMLib.generation.manifest import pair_paths
-    from MedLSDMLib.generation.pipeline import Generator, parse_max_memory
+    from MedLSDMLib.generation.options import parse_max_memory
+    from MedLSDMLib.generation.pipeline import Generator
     from MedLSDMLib.generation.synthesize import (
         ModelProducer,
         Producer,
@@ -132,7 +133,7 @@ def run_synthesize(args: argparse.Namespace, reporter: Reporter, cancel: Callabl
         reporter.log(f"shard {index}/{count}: {len(items)} pairs")
     job = SynthesisJob(items, output, producer, args.layout, args.deform, mapping, map_file, card.modality)
     # the job's progress: a JSON event per pair for the worker's reader; on a terminal, the line per pair
-    job_progress = reporter.progress if args.progress == "json" else None
+    job_progress = reporter.progress if isinstance(reporter, JsonReporter) else None
     summary = job.run(job_progress, reporter.log, cancel, reporter.progress)
     for line in summary.lines():
         reporter.log(line)

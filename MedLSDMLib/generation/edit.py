@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from MedLSDMLib.errors import InputError
+from MedLSDMLib.generation.crop import latent_box
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_edit_options
 from MedLSDMLib.generation.memory import plan_memory
-from MedLSDMLib.generation.reconstruct import (
+from MedLSDMLib.generation.primitives import (
     decoded_to_array,
     encode_image,
     out_of_memory_as_error,
@@ -40,17 +41,16 @@ from MedLSDMLib.generation.reconstruct import (
 from MedLSDMLib.io.geometry import resample, same_grid, working_geometry
 from MedLSDMLib.io.labels import LabelSource, class_image
 from MedLSDMLib.io.volumes import array_to_image, image_to_array, read_image
-from MedLSDMLib.models.conditioning import condition_map
+from MedLSDMLib.models.autoencoder import latent_shape
 from MedLSDMLib.runtime.hardware import describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
-from MedLSDMLib.sampling.guidance import GuidedUNet
-from MedLSDMLib.sampling.loop import sample_latent
-from MedLSDMLib.sampling.samplers import SAMPLERS, noise_scheduler
+from MedLSDMLib.sampling.loop import AfterStep
+from MedLSDMLib.sampling.samplers import noise_scheduler
 
 if TYPE_CHECKING:
     from monai.networks.schedulers.scheduler import Scheduler
 
-    from MedLSDMLib.generation.pipeline import Generator
+    from MedLSDMLib.generation.runner import ModelRunner
     from MedLSDMLib.io.mapfile import MapFile
 
 CONTEXT = 4  # latent voxels of real surroundings the UNet sees around the latent region
@@ -151,23 +151,7 @@ def changed_region(labels: sitk.Image, original: sitk.Image) -> np.ndarray:
     return changed
 
 
-def latent_box(mask: np.ndarray, step: int, minimum: int) -> Slices:
-    """The box of ``mask`` (x, y, z latent voxels) grown by ``CONTEXT``, its ends on multiples of ``step``
-    and at least ``minimum`` long (what the UNet takes), inside the latent grid (itself such a size)."""
-    where = np.argwhere(mask)
-    box = []
-    for low, high, size in zip(where.min(axis=0) - CONTEXT, where.max(axis=0) + 1 + CONTEXT, mask.shape):
-        low, high = max(0, low // step * step), min(size, -(-high // step) * step)
-        if high - low < minimum:
-            high = min(size, low + minimum)
-            low = max(0, high - minimum)
-        box.append(slice(int(low), int(high)))
-    return tuple(box)  # type: ignore[return-value]
-
-
-def keep_known(
-    known: torch.Tensor, noise: torch.Tensor, inside: torch.Tensor, scheduler: "Scheduler"
-) -> Callable[[torch.Tensor, int], torch.Tensor]:
+def keep_known(known: torch.Tensor, noise: torch.Tensor, inside: torch.Tensor, scheduler: "Scheduler") -> AfterStep:
     """The sampler's ``after_step``: outside ``inside``, the known latent noised to the next timestep
     (with ``noise``); at the clean end (t_next < 0), the known latent."""
 
@@ -201,7 +185,7 @@ def blend(real: sitk.Image, generated: sitk.Image, feathered: Feather) -> sitk.I
 
 
 def edit(
-    generator: "Generator",
+    runner: "ModelRunner",
     image: Union[str, Path, sitk.Image],
     labels: LabelSource,
     *,
@@ -224,22 +208,31 @@ def edit(
     on_sample: Optional[Callable[[int, sitk.Image], None]] = None,
 ) -> List[sitk.Image]:
     """The real ``image`` with one region regenerated from the edited ``labels`` (module docstring).
-    The region is ``region`` (a binary mask) or, with ``original`` (the map before the edit), the voxels
-    whose class changed; ``labels`` and ``original`` lie on the image's grid. Sample k uses seed
-    ``seed + k``; the other options, and ``on_sample``, are those of ``Generator.generate``."""
-    from MedLSDMLib.models.decoding import decode_latent
 
-    card = generator.card
-    run = generator.settle(sampler, steps, guidance, seed, samples, max_memory, device, precision)
+    Args:
+        runner: the loaded model (a ``Generator``).
+        image: the real image.
+        labels: the edited label map, on the image's grid.
+        region: a binary mask of the region (any grid), or None with ``original``.
+        original: the label map before the edit, on the image's grid: the region is where the model
+            classes differ. Exactly one of ``region`` and ``original``.
+        margin: mm over which the region fades into the real image.
+        steps, guidance, seed, sampler, samples, mapping, map_file, device, precision, max_memory, progress,
+        cancel, log, on_sample: as ``Generator.generate``; sample k uses seed ``seed + k``.
+
+    Returns:
+        The edited images (real voxels exactly outside the grown region, in the image's pixel type), or []
+        with ``on_sample``.
+    """
+    card = runner.card
+    run = runner.settle(sampler, steps, guidance, seed, samples, max_memory, device, precision)
     check_edit_options(region, original, margin)
-    sampler, steps, guidance, seed = run.sampler, run.steps, run.guidance, run.seed
-    torch_device, chosen, autocast = run.device, run.precision, run.autocast
 
     real = read_real(image)
-    classes = class_image(labels, generator.table, mapping, map_file, log=log)
+    classes = class_image(labels, runner.table, mapping, map_file, log=log)
     check_on_grid(classes, real, "the edited label map")
     if original is not None:
-        before = class_image(original, generator.table, mapping, map_file)
+        before = class_image(original, runner.table, mapping, map_file)
         check_on_grid(before, real, "the original label map")
         edited = changed_region(classes, before)
     else:
@@ -255,87 +248,76 @@ def edit(
     factor = card.autoencoder.downsample_factor
     touched = torch.from_numpy(mask_on_grid(grown, real, grid).transpose(2, 1, 0).astype(np.float32))[None, None]
     inside = F.max_pool3d(F.max_pool3d(touched, factor), 3, stride=1, padding=1)[0, 0] > 0
-    box = latent_box(inside.numpy(), card.size_multiple // factor, 2 * card.size_multiple // factor)
+    box = latent_box(inside.numpy(), card.size_multiple // factor, 2 * card.size_multiple // factor, CONTEXT)
     image_box = tuple(slice(s.start * factor, s.stop * factor) for s in box)
     crop = grid[image_box]
     latent_size = [s.stop - s.start for s in box]
 
-    batched = SAMPLERS[sampler].batched and guidance not in (0.0, 1.0)
     held = (1 if on_sample is not None else samples) + 1  # results, and the copy a checked write reads back
     real_bytes = int(np.prod(real.GetSize(), dtype=np.float64)) * max(4, real.GetSizeOfPixelComponent())
     plan = plan_memory(
         card,
         latent_size,
-        2 if batched else 1,
-        torch_device,
+        run.passes,
+        run.device,
         max_memory,
-        generator.bundle.weight_bytes(),
-        resident=held * real_bytes if torch_device.type == "cpu" else 0,
+        runner.bundle.weight_bytes(),
+        resident=held * real_bytes if run.device.type == "cpu" else 0,
     )
     if log is not None:
+        hardware = describe_run(run.device.type, run.precision, torch.get_num_threads())
         log(
-            f"model {card.name} {card.version}: {describe_run(torch_device.type, chosen, torch.get_num_threads())}; "
-            f"sampler {sampler}, {steps} steps, guidance {guidance:g}, seed {seed}; edit of {int(edited.sum())} voxels "
-            f"grown by {margin:g} mm; latent region {int(inside[box].sum())} of {int(np.prod(latent_size))} latent "
-            f"voxels on a {'x'.join(map(str, crop.GetSize()))} grid at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
-            f"{'; tiled decoding' if plan.tile else ''}"
+            f"model {card.name} {card.version}: {hardware}; "
+            f"sampler {run.sampler}, {run.steps} steps, guidance {run.guidance:g}, seed {run.seed}; edit of "
+            f"{int(edited.sum())} voxels grown by {margin:g} mm; latent region {int(inside[box].sum())} of "
+            f"{int(np.prod(latent_size))} latent voxels on a {'x'.join(map(str, crop.GetSize()))} grid at "
+            f"{'x'.join(f'{s:g}' for s in card.spacing)} mm{'; tiled decoding' if plan.tile else ''}"
         )
-        if chosen.warning:
-            log(f"warning: {chosen.warning}")
+        if run.precision.warning:
+            log(f"warning: {run.precision.warning}")
 
-    generator._to(torch_device)
-    autoencoder = generator.bundle.autoencoder
+    runner.to(run.device)
+    autoencoder = runner.bundle.autoencoder
     classes_on_crop = image_to_array(resample(classes, crop, sitk.sitkNearestNeighbor)).astype(np.int64)
-    crop_classes = torch.from_numpy(classes_on_crop)[None].to(torch_device)
-    condition = condition_map(crop_classes, len(generator.table), factor)
-    model = GuidedUNet(generator.bundle.unet, condition, guidance, SAMPLERS[sampler].batched, autocast)
+    crop_classes = torch.from_numpy(classes_on_crop)[None].to(run.device)
     scheduler = noise_scheduler(card.scheduler)
-    shape = (1, card.autoencoder.latent_channels, *latent_size)
-    inside_crop = inside[box].to(torch_device)[None, None]
+    shape = latent_shape(autoencoder, classes_on_crop.shape)
+    inside_crop = inside[box].to(run.device)[None, None]
     what = "the image around the region"
     with out_of_memory_as_error(what), torch.no_grad():
-        known = encode_image(autoencoder, raw[image_box], low, high, torch_device, autocast) * card.latent_scale
+        known = encode_image(autoencoder, raw[image_box], low, high, run.device, run.autocast) * card.latent_scale
         if progress is not None:
             progress("encode", 1, 1)
-    results = []
-    for k in range(samples):
 
-        def sample_progress(stage: str, step: int, total: int, k: int = k) -> None:
-            if progress is not None:
-                progress(stage, k * total + step, samples * total)
-
-        # the starting noise sample_latent draws from the same seed: the known part's fixed noise
+    def inpaint(k: int) -> AfterStep:
+        """Sample k's after_step: the known part noised with the starting noise sample_latent draws from
+        the same seed."""
         noise = torch.randn(
             shape,
-            generator=torch.Generator(device=torch_device).manual_seed(seed + k),
-            device=torch_device,
+            generator=torch.Generator(device=run.device).manual_seed(run.seed + k),
+            device=run.device,
             dtype=torch.float32,
         )
-        with out_of_memory_as_error(what), torch.no_grad():
-            latent = sample_latent(
-                model,
-                card.scheduler,
-                shape,
-                sampler=sampler,
-                steps=steps,
-                generator=torch.Generator(device=torch_device).manual_seed(seed + k),
-                progress=sample_progress,
-                cancel=cancel,
-                bounds=autoencoder.codebook_bounds(card.latent_scale),
-                after_step=keep_known(known, noise, inside_crop, scheduler),
-            )
-            decoded = decode_latent(
-                autoencoder, latent / card.latent_scale, crop_classes, plan.tile, autocast, progress, cancel
-            )
+        return keep_known(known, noise, inside_crop, scheduler)
+
+    note = f"{int(edited.sum())} voxels grown by {margin:g} mm"
+
+    def finish(decoded: torch.Tensor, k: int) -> sitk.Image:
         result = blend(real, array_to_image(decoded_to_array(decoded, low, high), crop), feathered)
-        edit_note = f"{int(edited.sum())} voxels grown by {margin:g} mm"
-        for key, value in {**run.metadata(card, k), "medlsdm_edit": edit_note}.items():
-            result.SetMetaData(key, value)
+        result.SetMetaData("medlsdm_edit", note)
         if progress is not None:
             progress("decode", k + 1, samples)
-        if on_sample is not None:
-            on_sample(k, result)
-        else:
-            results.append(result)
-        del result, decoded, latent
-    return results
+        return result
+
+    return runner.each_sample(
+        run,
+        crop_classes,
+        finish,
+        samples=samples,
+        tile=plan.tile,
+        what=what,
+        progress=progress,
+        cancel=cancel,
+        on_sample=on_sample,
+        after_step=inpaint,
+    )

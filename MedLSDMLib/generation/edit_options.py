@@ -16,6 +16,11 @@ def check_edit_options(region: object, original: object, margin: float) -> None:
             "give the region to regenerate either as --region MASK or as --original-labels ORIGINAL "
             "(the label map before the edit), one of them"
         )
+    check_margin(margin)
+
+
+def check_margin(margin: float) -> None:
+    """A positive finite margin in mm, or InputError saying what it must be."""
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (math.isfinite(margin) and margin > 0):
         raise InputError(
             f"--margin {margin}: the margin must be a positive number of mm (default {DEFAULT_MARGIN:g}), "

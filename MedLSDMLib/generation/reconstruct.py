@@ -12,89 +12,41 @@ Steps (those of training and generation, so that the round trip sees what the ne
 3. encode, quantise (fp32), decode;
 4. the result is scaled back with the same range, so it is in the image's own units, and resampled
    linearly onto the image's exact grid.
+Only the box of the labels plus ``crop.CONTEXT`` latent voxels is encoded and decoded; beyond it the result is
+the reconstruction's background level next to the box.
 """
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Iterator, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Union
 
-import numpy as np
 import SimpleITK as sitk
 import torch
 
-from MedLSDMLib.errors import Cancelled, InputError, OutOfMemory
+from MedLSDMLib.errors import Cancelled
+from MedLSDMLib.generation import crop
+from MedLSDMLib.generation.primitives import (
+    decoded_to_array,
+    encode_image,
+    out_of_memory_as_error,
+    read_real,
+    real_on_grid,
+)
 from MedLSDMLib.io.geometry import check_overlap, resample, working_grid
 from MedLSDMLib.io.labels import LabelSource, class_image
-from MedLSDMLib.io.preprocess import check_intensities, denormalise, intensities_on_grid, intensity_range, normalise
-from MedLSDMLib.io.volumes import array_to_image, check_volume, image_to_array, read_image
+from MedLSDMLib.io.volumes import array_to_image
+from MedLSDMLib.models.decoding import decode_latent
+from MedLSDMLib.runtime.devices import autocast_for
 from MedLSDMLib.runtime.progress import ProgressFn
 
 if TYPE_CHECKING:
-    from MedLSDMLib.card import IntensityConfig
-    from MedLSDMLib.generation.pipeline import Generator
+    from MedLSDMLib.generation.runner import ModelRunner
     from MedLSDMLib.io.mapfile import MapFile
-    from MedLSDMLib.models.networks import VQGAN
-
-
-def read_real(image: Union[str, Path, sitk.Image], what: str = "image") -> sitk.Image:
-    """A real image, read and checked: a 3D scalar volume on a usable grid with finite values."""
-    real = image if isinstance(image, sitk.Image) else read_image(image, what)
-    check_volume(real, what)
-    check_intensities(real, what)
-    return real
-
-
-def real_on_grid(
-    real: sitk.Image, classes: sitk.Image, grid: sitk.Image, intensity: "IntensityConfig"
-) -> Tuple[np.ndarray, np.ndarray, float, float]:
-    """``real`` resampled linearly onto ``grid`` (outside it: its minimum, as training pads), ``classes``
-    on it (nearest neighbour, int64), and the range [low, high] that training's normalisation maps to
-    [-1, 1] (``classes`` > 0 is the foreground)."""
-    raw = intensities_on_grid(real, grid)
-    on_grid = image_to_array(resample(classes, grid, sitk.sitkNearestNeighbor)).astype(np.int64)
-    foreground = on_grid > 0
-    if not foreground.any():
-        raise InputError("the label map's foreground does not fall inside the image: give the label map of this image")
-    low, high = intensity_range(raw, foreground, intensity)
-    return raw, on_grid, low, high
-
-
-def encode_image(
-    autoencoder: "VQGAN",
-    raw: np.ndarray,
-    low: float,
-    high: float,
-    device: torch.device,
-    autocast: Callable[[], ContextManager],
-) -> torch.Tensor:
-    """The autoencoder's (unquantised) latent of ``raw`` scaled to [-1, 1] as training scales it."""
-    tensor = torch.from_numpy(normalise(raw, low, high))[None, None].to(device)
-    with autocast():
-        return autoencoder.encode(tensor).float()
-
-
-def decoded_to_array(decoded: torch.Tensor, low: float, high: float) -> np.ndarray:
-    """A decoded (1, 1, X, Y, Z) tensor in [-1, 1] back in the image's units [low, high], as float32."""
-    return denormalise(decoded[0, 0].cpu().numpy(), low, high)
-
-
-@contextlib.contextmanager
-def out_of_memory_as_error(what: str = "the image") -> Iterator[None]:
-    """Running out of GPU or CPU memory in the block is an OutOfMemory line saying what to do."""
-    try:
-        yield
-    except torch.cuda.OutOfMemoryError:
-        raise OutOfMemory(f"the GPU ran out of memory: crop {what}, or use --device cpu") from None
-    except RuntimeError as exc:
-        if "out of memory" in str(exc) or "can't allocate memory" in str(exc):
-            raise OutOfMemory(f"ran out of memory: crop {what}, or use a machine with more memory") from None
-        raise
 
 
 def reconstruct(
-    generator: "Generator",
+    runner: "ModelRunner",
     image: Union[str, Path, sitk.Image],
     labels: LabelSource,
     *,
@@ -106,28 +58,40 @@ def reconstruct(
     cancel: Optional[Callable[[], bool]] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> sitk.Image:
-    """The image round-tripped through the generator's autoencoder, on the image's grid (module docstring)."""
-    from MedLSDMLib.models.decoding import decode_latent
-    from MedLSDMLib.runtime.devices import autocast_for, resolve_device, resolve_precision
+    """The image round-tripped through the model's autoencoder, on the image's grid (module docstring).
 
-    card = generator.card
+    Args:
+        runner: the loaded model (a ``Generator``).
+        image: the real image.
+        labels: its label map (its foreground sets the intensity normalisation), on any overlapping grid.
+        mapping, map_file, device, precision, progress, cancel, log: as ``Generator.generate``.
+
+    Returns:
+        The round trip as float32 on the image's grid, in its units.
+    """
+    card = runner.card
     real = read_real(image)
-    classes = class_image(labels, generator.table, mapping, map_file)
+    classes = class_image(labels, runner.table, mapping, map_file)
     check_overlap(classes, real)
-    torch_device = resolve_device(device or generator.device_name)
-    chosen = resolve_precision(precision or generator.precision_name, torch_device)
+    torch_device, chosen = runner.placement(device, precision)
     autocast = autocast_for(torch_device, chosen)
 
     grid = working_grid(real, card.spacing, card.orientation, card.size_multiple)
     raw, on_grid, low, high = real_on_grid(real, classes, grid, card.intensity)
+    factor = card.autoencoder.downsample_factor
+    whole = [n // factor for n in on_grid.shape]
+    box = crop.foreground_box(on_grid, factor, 1, 2)  # the labels' box (crop.py)
+    if box is not None:
+        image_box = crop.scaled(box, factor)
+        grid, raw, on_grid = grid[image_box], raw[image_box], on_grid[image_box]
     if log is not None:
         log(
             f"model {card.name} {card.version}: autoencoder round trip on {'x'.join(map(str, raw.shape))} voxels at "
             f"{'x'.join(f'{s:g}' for s in card.spacing)} mm; intensity [{low:g}, {high:g}] -> [-1, 1]; "
             f"{torch_device.type} {chosen.name}"
         )
-    generator._to(torch_device)
-    autoencoder = generator.bundle.autoencoder
+    runner.to(torch_device)
+    autoencoder = runner.bundle.autoencoder
     with out_of_memory_as_error(), torch.no_grad():
         latent = encode_image(autoencoder, raw, low, high, torch_device, autocast)
         if cancel is not None and cancel():
@@ -139,7 +103,10 @@ def reconstruct(
         )
         if progress is not None:
             progress("decode", 2, 2)
-    result = resample(array_to_image(decoded_to_array(decoded, low, high), grid), real, sitk.sitkLinear, default=low)
+    values, fill = decoded_to_array(decoded, low, high), low
+    if box is not None:
+        values, fill = crop.into_background(values, on_grid, box, whole, factor, low)
+    result = resample(array_to_image(values, grid), real, sitk.sitkLinear, default=fill)
     result = sitk.Cast(result, sitk.sitkFloat32)
     result.CopyInformation(real)
     result.SetMetaData("medlsdm_model", f"{card.name} {card.version}")

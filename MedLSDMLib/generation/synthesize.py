@@ -24,7 +24,8 @@ from MedLSDMLib.card import CARD_FILE
 from MedLSDMLib.errors import Cancelled, InputError, MedLSDMError
 from MedLSDMLib.evaluation.baseline import class_statistics, render_classes
 from MedLSDMLib.generation.manifest import Manifest, pair_paths, relative, write_dataset_json
-from MedLSDMLib.generation.pipeline import MAX_SEED, Generator
+from MedLSDMLib.generation.options import MAX_SEED
+from MedLSDMLib.generation.pipeline import Generator
 from MedLSDMLib.io.deform import deform_labels
 from MedLSDMLib.io.labels import LabelTable, class_image
 from MedLSDMLib.io.mapfile import MapFile

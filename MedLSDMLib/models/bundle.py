@@ -14,6 +14,7 @@ from torch import nn
 
 from MedLSDMLib.card import CARD_FILE, ModelCard, from_dict, to_dict
 from MedLSDMLib.errors import ModelError
+from MedLSDMLib.models.autoencoder import LatentAutoencoder
 from MedLSDMLib.models.networks import VQGAN, build_unet
 from MedLSDMLib.runtime.interrupt import staged_file
 
@@ -102,16 +103,18 @@ def save_weights(module: nn.Module, path: Path, dtype: Optional[torch.dtype] = N
 
 @dataclass
 class ModelBundle:
-    """A model card with its two networks."""
+    """A model card with its two networks. Generation reaches the autoencoder only through
+    ``LatentAutoencoder``; the bundles on disk hold a ``networks.VQGAN``."""
 
     card: ModelCard
-    autoencoder: VQGAN
+    autoencoder: LatentAutoencoder
     unet: nn.Module
     path: Optional[Path] = None
 
     def weight_bytes(self) -> int:
-        modules = (self.autoencoder, self.unet)
-        return sum(p.numel() * p.element_size() for m in modules for p in m.parameters())
+        """Bytes of both networks' parameters (the memory plan counts them)."""
+        parameters = [*self.autoencoder.parameters(), *self.unet.parameters()]
+        return sum(p.numel() * p.element_size() for p in parameters)
 
     @classmethod
     def create(cls, card: ModelCard) -> "ModelBundle":
@@ -126,17 +129,17 @@ class ModelBundle:
         folder = Path(folder)
         card = read_card(folder)
         verify_weights(folder, card)
-        bundle = cls.create(card)
-        load_weights(bundle.autoencoder, folder / AUTOENCODER_FILE)
-        load_weights(bundle.unet, folder / DIFFUSION_FILE)
-        bundle.autoencoder.eval()
-        bundle.unet.eval()
-        bundle.path = folder
-        return bundle
+        autoencoder = VQGAN(card.autoencoder, len(card.labels))
+        unet = build_unet(card.unet, card.autoencoder.latent_channels, len(card.labels))
+        load_weights(autoencoder, folder / AUTOENCODER_FILE)
+        load_weights(unet, folder / DIFFUSION_FILE)
+        return cls(card, autoencoder.eval(), unet.eval(), folder)
 
     def save(self, folder: Union[str, Path], dtype: Optional[torch.dtype] = None) -> Path:
         """Write the bundle (weights first, model.json with their hashes last); ``dtype=torch.float16``
         halves the size. Each file is replaced atomically."""
+        if not isinstance(self.autoencoder, nn.Module):
+            raise TypeError("only an autoencoder that is a torch module has weights to save")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         hashes: Dict[str, str] = {

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable, ContextManager, List, Optional, Tupl
 import torch
 
 from MedLSDMLib.errors import Cancelled
-from MedLSDMLib.models.networks import VQGAN
+from MedLSDMLib.models.autoencoder import LatentAutoencoder
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def _index(box: Tuple[slice, ...], scale: int = 1) -> Tuple[Union[slice, "Ellips
 
 
 def decode_latent(
-    autoencoder: VQGAN,
+    autoencoder: LatentAutoencoder,
     latent: torch.Tensor,
     classes: Optional[torch.Tensor] = None,
     tile: Optional[int] = None,

@@ -28,6 +28,7 @@ def sample_latent(
     cancel: Optional[CancelFn] = None,
     bounds: Optional[Bounds] = None,
     after_step: Optional[AfterStep] = None,
+    noise: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Run the reverse process from noise drawn with ``generator``.
 
@@ -43,11 +44,15 @@ def sample_latent(
         bounds: the box the clean-latent estimates of DDIM and DPM-Solver are clamped to.
         after_step: ``after_step(x, t_next)`` replaces the latent after each step (t_next < 0: the clean
             end), e.g. to keep a known part of it (edit.py's inpainting).
+        noise: the starting noise, of ``shape`` (default: drawn with ``generator``); a box of a larger draw
+            samples that box as the larger sample would (crop.py).
 
     Returns:
         The clean latent, of ``shape``.
     """
-    x = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    if noise is None:
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    x = noise
     stepper = SAMPLERS[sampler](config, steps, generator, bounds, int(torch.tensor(shape[2:]).prod()))
     pairs = stepper.pairs()
     for i, (t, t_next) in enumerate(pairs):

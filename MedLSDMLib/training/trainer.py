@@ -365,23 +365,49 @@ class Trainer(Generic[Settings]):
 
     # -- subclass hooks -----------------------------------------------------------------
     def train_step(self, batches: List[Dict[str, torch.Tensor]]) -> Dict[str, float]:
+        """One optimiser step (a stage implements it; ``check_finite`` and ``apply_gradients`` help).
+
+        Args:
+            batches: ``grad_accumulation`` batches of ``make_loader`` ("image" (B, 1, X, Y, Z) in [-1, 1],
+                "label" one-hot (B, classes, X, Y, Z)).
+
+        Returns:
+            The step's losses by name, logged to metrics.csv.
+        """
         raise NotImplementedError
 
     def validate(self) -> Dict[str, float]:
+        """The validation metrics on ``val_cases`` (a stage implements it; every ``validate_every`` steps).
+
+        Returns:
+            Metric values by name, logged to metrics.csv.
+        """
         raise NotImplementedError
 
     def stateful(self) -> Dict[str, Any]:
-        """What the checkpoint keeps, by key: each object's ``state_dict()`` (networks, optimizers, scalers)."""
+        """What the checkpoint keeps (a stage implements it); ``state`` and ``load_state`` come from it.
+
+        Returns:
+            Each object with a ``state_dict()`` (networks, optimizers, scalers) by checkpoint key.
+        """
         raise NotImplementedError
 
     def state(self) -> Dict[str, Any]:
+        """The checkpoint's tensors: each ``stateful()`` object's ``state_dict()`` by key."""
         return {key: part.state_dict() for key, part in self.stateful().items()}
 
     def load_state(self, state: Dict[str, Any]) -> None:
+        """Give each ``stateful()`` object its part of a loaded checkpoint."""
         for key, part in self.stateful().items():
             part.load_state_dict(state[key])
 
     def write_bundle(self) -> Path:
+        """Write what the stage made (a stage implements it): the networks' weights with a model card that
+        keeps ``record()`` (models/bundle.py's format), on the main process.
+
+        Returns:
+            The folder written.
+        """
         raise NotImplementedError
 
     # -- checkpoints ------------------------------------------------------------------

@@ -10,9 +10,10 @@ import pytest
 import slicer
 import slicer.util
 
+from MedLSDMSlicer import serving
 from MedLSDMSlicer.logic import GenerationError, GenerationLogic, Geometry
 
-from conftest import (SPACING, addReferenceVolume, addSegmentation, ijkToRas, livingProcessesInGroup, nodesOfClass,
+from conftest import (SPACING, addReferenceVolume, addSegmentation, ijkToRas, nodesOfClass,
                       rotation, runEventLoop, shells)
 
 
@@ -85,7 +86,7 @@ def test_generate_loads_a_volume_with_the_exact_geometry_of_the_oblique_referenc
     assert nodesOfClass(scene, "vtkMRMLLabelMapVolumeNode") == []
 
 
-def test_cancel_ends_the_worker_and_leaves_nothing(scene, bundle: Path) -> None:
+def test_cancel_ends_the_request_and_leaves_nothing(scene, bundle: Path) -> None:
     reference = addReferenceVolume(scene)
     segmentation = addSegmentation(scene, reference)
     finished = []
@@ -99,7 +100,7 @@ def test_cancel_ends_the_worker_and_leaves_nothing(scene, bundle: Path) -> None:
     runEventLoop(lambda: task.state != "running", timeout=30)
     assert task.state == "cancelled" and finished == [task]
     assert sampling[-1] < 1000
-    assert livingProcessesInGroup(task.process.pid) == []
+    assert task.process.returncode is not None and serving.sharedWorker().alive()  # the worker stays
     assert task.outputNodes == [] and nodesOfClass(scene, "vtkMRMLScalarVolumeNode") == [reference]
     assert temporaryEntries() == []
 
@@ -231,7 +232,7 @@ def test_the_reference_volume_is_never_the_output(scene, bundle: Path) -> None:
     assert temporaryEntries() == []
 
 
-def test_a_failure_while_handling_the_output_ends_the_task_and_the_worker(scene, bundle: Path) -> None:
+def test_a_failure_while_handling_the_output_ends_the_task_and_its_request(scene, bundle: Path) -> None:
     reference = addReferenceVolume(scene)
     segmentation = addSegmentation(scene, reference)
 
@@ -242,7 +243,7 @@ def test_a_failure_while_handling_the_output_ends_the_task_and_the_worker(scene,
                                       waitForCompletion=False, progressCallback=broken)
     runEventLoop(lambda: task.state != "running", timeout=60)
     assert task.state == "error" and "the panel is gone" in task.message
-    assert livingProcessesInGroup(task.process.pid) == []
+    assert task.process.returncode is not None and serving.sharedWorker().alive()  # the worker stays
 
 
 def test_a_batch_input_that_is_neither_a_node_nor_a_file_is_reported(scene, bundle: Path, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 import slicer
 
 import ScriptedLoadableModule
+from MedLSDMSlicer import dependencies
 
 TORCH = "2.5.1"
 
@@ -67,9 +68,9 @@ def test_accepting_installs_torch_then_the_requirements_with_torch_pinned(instal
 
     logic = MedLSDM.MedLSDMLogic()
     assert logic.ensureDependencies() is True
-    assert installers.torchCalls == [{"askConfirmation": True, "torchVersionRequirement": MedLSDM.TORCH_REQUIREMENT}]
+    assert installers.torchCalls == [{"askConfirmation": True, "torchVersionRequirement": dependencies.TORCH_REQUIREMENT}]
     [call] = installers.pipEnsureCalls
-    assert call["requirements"] == MedLSDM.REQUIREMENTS + [f"torch=={TORCH}"]  # pip may never replace this torch
+    assert call["requirements"] == dependencies.REQUIREMENTS + [f"torch=={TORCH}"]  # pip may never replace this torch
     assert call["requester"] == "MedLSDM" and call.get("skip_in_testing", True) is True
     assert MedLSDM.MedLSDMLogic().ensureDependencies() is True and installers.calls() == 2  # asked once only
 

@@ -1,5 +1,6 @@
 """The engine's layers: every import of a MedLSDMLib module points to its own layer or one below
-(docs/ARCHITECTURE.md), and the modules the Slicer module imports never import torch."""
+(docs/ARCHITECTURE.md), no modules import each other in a circle (inside a layer, where the first rule
+allows it), and the modules the Slicer module imports never import torch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
@@ -38,6 +39,7 @@ TORCH_FREE = (
     "MedLSDMLib.io.geometry",
     "MedLSDMLib.models.registry",
     "MedLSDMLib.generation.edit_options",
+    "MedLSDMLib.generation.options",
 )
 
 
@@ -88,6 +90,62 @@ def test_layer_check_would_catch_an_upward_import(tmp_path: Path) -> None:
 
 
 @pytest.mark.subprocess
+def import_graph() -> Dict[str, Set[str]]:
+    """Module -> the engine modules it imports (lazy and TYPE_CHECKING imports too); ``from
+    MedLSDMLib.generation import edit`` is the module generation.edit, a package alone its __init__."""
+    known = modules()
+
+    def resolve(name: str) -> Optional[str]:
+        return name if name in known else (f"{name}.__init__" if f"{name}.__init__" in known else None)
+
+    graph: Dict[str, Set[str]] = {}
+    for name, path in known.items():
+        targets: Set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "MedLSDMLib":
+                package = node.module[len("MedLSDMLib.") :] if "." in node.module else ""
+                for alias in node.names:
+                    child = f"{package}.{alias.name}" if package else alias.name
+                    targets.add(resolve(child) or resolve(package or "__init__") or package)
+            elif isinstance(node, ast.Import):
+                targets |= {resolve(a.name[len("MedLSDMLib.") :]) or a.name for a in node.names
+                            if a.name.startswith("MedLSDMLib.")}
+        graph[name] = {target for target in targets if target in known and target != name}
+    return graph
+
+
+def circles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The import circles of a graph, each as the modules along it (depth-first search)."""
+    found: List[List[str]] = []
+    state: Dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: List[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                found.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    found = circles(import_graph())
+    assert not found, "import circles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_the_circle_check_would_catch_one() -> None:
+    graph = {"generation.pipeline": {"generation.edit"}, "generation.edit": {"generation.runner", "generation.pipeline"},
+             "generation.runner": set()}
+    assert circles(graph) == [["generation.edit", "generation.pipeline", "generation.edit"]]
+    assert import_graph()["generation.pipeline"] >= {"generation.edit", "generation.reconstruct", "generation.runner"}
+
+
 @pytest.mark.parametrize("module", TORCH_FREE)
 def test_modules_for_the_slicer_module_never_import_torch(module: str) -> None:
     code = (

@@ -152,7 +152,7 @@ def test_feather_is_one_on_the_region_and_zero_from_the_margin() -> None:
 def test_latent_box_keeps_context_and_the_unet_sizes() -> None:
     mask = np.zeros((40, 12, 40), dtype=bool)
     mask[20, 5, 3] = True
-    box = latent_box(mask, 4, 8)
+    box = latent_box(mask, 4, 8, CONTEXT)
     for axis, (point, size) in enumerate(zip((20, 5, 3), mask.shape)):
         start, stop = box[axis].start, box[axis].stop
         assert start % 4 == 0 and stop % 4 == 0 and stop - start >= 8 and 0 <= start and stop <= size

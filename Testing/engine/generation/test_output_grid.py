@@ -11,6 +11,7 @@ import torch
 from scipy import ndimage
 
 import MedLSDMLib.generation.pipeline as pipeline
+import MedLSDMLib.generation.runner as runner
 from MedLSDMLib.io.geometry import corners, same_grid, working_grid
 
 from conftest import (ANISOTROPIC, HIGH, LOW, MODEL_SPACING, OBLIQUE, ODD_SIZE, ORIGIN, array_xyz, assert_grid,
@@ -188,7 +189,7 @@ def painting_decoder(monkeypatch: pytest.MonkeyPatch):
         return (classes / 3 * 2 - 1)[None, None]
 
     monkeypatch.setattr(pipeline, "image_to_array", capture)
-    monkeypatch.setattr(pipeline, "decode_latent", paint)
+    monkeypatch.setattr(runner, "decode_latent", paint)
     return seen
 
 
