@@ -79,6 +79,12 @@ def _finite(where: str, value: float, low: float = -math.inf, high: float = math
 
 ORIENTATION_AXES = ("RL", "AP", "SI")
 DECODERS = ("plain", "spade")
+# how the spade decoder doubles its size a level: MONAI's stride-2 transposed convolution (0.2.0), or
+# nearest-neighbour ×2 then a 3×3×3 convolution, whose output for a constant input is constant (no latent-grid stamp)
+UPSAMPLES = ("transposed", "resize")
+# the UNet's SPADE blocks: MONAI's as is (γ/β instance-normalised over the field of view, bundles up to 0.2.0),
+# or local (plain γ/β convolutions: a voxel's modulation depends only on the labels near it)
+UNET_SPADES = ("monai", "local")
 SCHEDULES = ("cosine", "linear_beta", "scaled_linear_beta", "sigmoid_beta")  # MONAI's NoiseSchedules
 
 
@@ -120,6 +126,7 @@ class AutoencoderConfig:
     decoder: str = "plain"  # "plain": MONAI's VQ-VAE decoder; "spade": conditioned on the full-resolution label map
     spade_hidden_channels: int = 32  # width of the SPADE blocks' label branch ("spade" decoder)
     decoder_channels: Optional[Tuple[int, ...]] = None  # "spade" decoder widths (default: channels), one per level
+    upsample: str = "transposed"  # "spade" decoder: one of UPSAMPLES
 
     @property
     def downsample_factor(self) -> int:
@@ -153,6 +160,10 @@ class AutoencoderConfig:
                     "autoencoder.decoder_channels is for the spade decoder, one entry per entry of channels"
                 )
             _positive("autoencoder.decoder_channels", *self.decoder_channels)
+        if self.upsample not in UPSAMPLES or (self.upsample != "transposed" and self.decoder != "spade"):
+            raise ValueError(
+                f"autoencoder.upsample must be one of {', '.join(UPSAMPLES)} (other than transposed: spade decoder)"
+            )
         _finite("autoencoder.commitment_cost", self.commitment_cost, 0.0)
         _finite("autoencoder.decay", self.decay, 0.0, 1.0)
 
@@ -167,6 +178,7 @@ class UNetConfig:
     norm_num_groups: int = 32
     num_head_channels: int = 32
     spade_intermediate_channels: int = 64
+    spade: str = "monai"  # one of UNET_SPADES; cards without it (up to 0.2.0) are MONAI's
 
     @property
     def downsample_factor(self) -> int:
@@ -187,6 +199,8 @@ class UNetConfig:
             raise ValueError("unet: attention_levels needs one entry per entry of channels")
         if any(c % self.norm_num_groups for c in self.channels):
             raise ValueError("unet: every entry of channels must be a multiple of norm_num_groups")
+        if self.spade not in UNET_SPADES:
+            raise ValueError(f"unet.spade must be one of {', '.join(UNET_SPADES)}, not {self.spade!r}")
 
 
 @dataclass

@@ -30,6 +30,10 @@ class OutOfMemory(MedLSDMError, exit_code=4, kind="memory"):
     """The request does not fit in the memory that is available."""
 
 
+class DiskFull(OutOfMemory):
+    """The disk (or the user's quota) is full: exit 4 and kind "memory", as for memory."""
+
+
 class Cancelled(MedLSDMError, exit_code=130, kind="cancelled"):
     """The user cancelled the run (Ctrl-C, SIGTERM or the Cancel button)."""
 

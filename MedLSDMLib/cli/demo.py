@@ -66,12 +66,14 @@ def make_demo(
     from MedLSDMLib.io.figures import planes_figure
     from MedLSDMLib.io.volumes import check_output_dir, image_to_array, read_image, write_image
     from MedLSDMLib.models.registry import resources_dir
+    from MedLSDMLib.sampling.samplers import check_sampler_options
 
     examples = resources_dir() / "Examples"
     labels, real_path = examples / f"{EXAMPLE}_label.nii.gz", examples / f"{EXAMPLE}_image.nii.gz"
     if not labels.is_file():
         raise InputError(f"the example map {labels} is missing: reinstall MedLSDM")
     output = check_output_dir(output, "the demo's volume and figure (it is created if needed)", parents=True)
+    check_sampler_options(None, steps)
     start = time.perf_counter()
     generator = Generator.load(model, device, precision, progress=progress)
     (image,) = generator.generate(labels, real_path, seed=seed, steps=steps, progress=progress, cancel=cancel, log=log)

@@ -44,13 +44,14 @@ def run_reconstruct(args: argparse.Namespace, reporter: Reporter, cancel: Callab
     from MedLSDMLib.io.volumes import check_output_path, write_image
 
     start = time.perf_counter()
-    output = check_output_path(args.output, [args.image, args.labels])
+    output = check_output_path(args.output, [args.image, args.labels, args.map_file])
+    mapping = parse_mapping(args.map)
     map_file = read_map_file(args.map_file) if args.map_file else None
     generator = Generator.load(args.model, args.device, args.precision, progress=reporter.progress)
     image = generator.reconstruct(
         args.image,
         args.labels,
-        mapping=parse_mapping(args.map),
+        mapping=mapping,
         map_file=map_file,
         **engine_arguments(args, reporter, cancel),
     )

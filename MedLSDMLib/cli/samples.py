@@ -90,19 +90,22 @@ def run_samples(
     from MedLSDMLib.generation.options import check_generation_options, parse_max_memory
     from MedLSDMLib.io.labels import parse_mapping
     from MedLSDMLib.io.mapfile import read_map_file
+    from MedLSDMLib.sampling.samplers import check_sampler_options
 
     start = time.perf_counter()
     max_memory = parse_max_memory(args.max_memory)
     check_generation_options(guidance=args.guidance, seed=args.seed, samples=args.samples, max_memory=max_memory)
+    check_sampler_options(args.sampler, args.steps)
     check()
+    mapping = parse_mapping(args.map)
     map_file = read_map_file(args.map_file) if args.map_file else None
-    with sample_writer(args, inputs, reporter) as writer:
+    with sample_writer(args, inputs + [args.map_file], reporter) as writer:
         generator = load_generator(args.model, args.device, args.precision, progress=reporter.progress)
         produce(
             generator,
             {
                 **engine_arguments(args, reporter, cancel, "steps", "guidance", "seed", "sampler", "samples"),
-                "mapping": parse_mapping(args.map),
+                "mapping": mapping,
                 "map_file": map_file,
                 "max_memory": max_memory,
                 "on_sample": writer.write,

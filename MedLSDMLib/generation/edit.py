@@ -5,7 +5,8 @@
    voxels where it is above 0 are the grown region.
 2. The real image goes onto the model's working grid and is scaled to [-1, 1] as training does
    (reconstruct.py). The grid is cut to the box of the latent region (the latent voxels touching the
-   grown region, dilated by one) plus ``CONTEXT`` latent voxels of real surroundings, and encoded.
+   grown region, dilated by one) plus ``crop.CONTEXT`` latent voxels of real surroundings, and encoded (2, where
+   the ventricle edit's seam and region look as with 4: README, "Speed and quality").
 3. RePaint-style latent inpainting: after every sampling step, the latent outside the latent region is
    replaced by the real latent noised to the next timestep with a fixed noise (the sample's starting
    noise, so that DDIM and DPM-Solver follow one deterministic trajectory), and at the clean end by the
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.generation.crop import latent_box
+from MedLSDMLib.generation.crop import CONTEXT, latent_box
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_edit_options
 from MedLSDMLib.generation.memory import plan_memory
 from MedLSDMLib.generation.primitives import (
@@ -40,7 +41,7 @@ from MedLSDMLib.generation.primitives import (
 )
 from MedLSDMLib.io.geometry import resample, same_grid, working_geometry
 from MedLSDMLib.io.labels import LabelSource, class_image
-from MedLSDMLib.io.volumes import array_to_image, image_to_array, read_image
+from MedLSDMLib.io.volumes import MAX_EXTENT, array_to_image, image_to_array, read_image
 from MedLSDMLib.models.autoencoder import latent_shape
 from MedLSDMLib.runtime.hardware import describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from MedLSDMLib.generation.runner import ModelRunner
     from MedLSDMLib.io.mapfile import MapFile
 
-CONTEXT = 4  # latent voxels of real surroundings the UNet sees around the latent region
 GRID_TOLERANCE = 1e-3  # mm (and direction cosines): what NIfTI's 32-bit header floats keep
 Slices = Tuple[slice, slice, slice]
 
@@ -76,7 +76,8 @@ def feather(region: np.ndarray, spacing: Sequence[float], margin: float) -> Feat
     """The weight for ``region`` (a z, y, x mask on a grid of (x, y, z) ``spacing``): 1 on it, then the
     smoothstep of 1 − distance / ``margin`` (distances in mm), so that it reaches 0 with a zero slope."""
     spacing_zyx = np.asarray(spacing, dtype=float)[::-1]
-    reach = np.ceil(margin / spacing_zyx).astype(int) + 1
+    # a margin wider than any image (1e300 mm) reaches the whole image: the box, not the ramp, is bounded
+    reach = np.minimum(np.ceil(min(margin, MAX_EXTENT) / spacing_zyx), region.shape).astype(int) + 1
     where = np.argwhere(region)
     low = np.maximum(where.min(axis=0) - reach, 0)
     high = np.minimum(where.max(axis=0) + 1 + reach, region.shape)

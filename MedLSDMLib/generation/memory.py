@@ -9,6 +9,7 @@ import numpy as np
 
 from MedLSDMLib.card import ModelCard
 from MedLSDMLib.errors import OutOfMemory
+from MedLSDMLib.generation.options import MAX_MEMORY_GIB
 from MedLSDMLib.runtime.resources import GIB, _size, available_bytes
 
 if TYPE_CHECKING:  # torch is imported only where a GPU is asked about: volumes use this module too
@@ -57,7 +58,7 @@ def plan_memory(
     """Choose whole or tiled decoding so the request fits, or raise OutOfMemory saying what to do.
     ``max_memory_gib`` caps the budget; otherwise it is the free memory of ``device``. ``resident``:
     bytes held throughout besides the weights (the output images, counted like the weights)."""
-    budget = int(max_memory_gib * GIB) if max_memory_gib is not None else available_bytes(device)
+    budget = int(min(max_memory_gib, MAX_MEMORY_GIB) * GIB) if max_memory_gib is not None else available_bytes(device)
     weights = weights + resident
     sampling = unet_bytes(card, latent_size, batch) + weights
     needed = max(sampling, decode_bytes(card, latent_size, None) + weights)

@@ -9,6 +9,7 @@ from typing import Optional, Union
 from MedLSDMLib.errors import InputError
 
 MAX_SEED = 2**63 - 1
+MAX_MEMORY_GIB = float(2**34)  # a 64-bit address space: a larger --max-memory caps nothing more
 
 
 def check_generation_options(
@@ -61,4 +62,4 @@ def parse_max_memory(text: Union[str, float, None]) -> Optional[float]:
         value = float("nan")
     if not (math.isfinite(value) and value > 0):
         raise InputError(_MAX_MEMORY.format(text))
-    return value
+    return min(value, MAX_MEMORY_GIB)

@@ -8,13 +8,21 @@ outside the grown region, where every sample is the real image. The mean map is 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from MedLSDMLib.errors import InputError
-from MedLSDMLib.io.volumes import PathLike, StagedImages, check_distinct_outputs, check_output_path, numbered_paths
+from MedLSDMLib.io.volumes import (
+    PathLike,
+    StagedImages,
+    check_output_path,
+    check_outputs,
+    check_room_for_files,
+    numbered_paths,
+)
 
 
 class VoxelStats:
@@ -73,13 +81,12 @@ class SampleWriter:
                 "and the mean of several samples"
             )
         inputs = [p for p in inputs if p is not None]
-        self.paths = [check_output_path(p, inputs) for p in numbered_paths(check_output_path(output, inputs), samples)]
+        check_room_for_files(check_output_path(output, inputs), samples, "--samples")
+        self.paths = numbered_paths(output, samples)
         self.maps = {
-            name: check_output_path(path, inputs)
-            for name, path in (("variability", variability), ("mean", mean))
-            if path is not None
+            name: Path(path) for name, path in (("variability", variability), ("mean", mean)) if path is not None
         }
-        check_distinct_outputs(self.paths + list(self.maps.values()), "--variability, --mean and the outputs")
+        check_outputs(self.paths + list(self.maps.values()), inputs, "--variability, --mean and the outputs")
         self.stats = VoxelStats() if self.maps else None
         self.seeds: List[int] = []
         self.progress = progress

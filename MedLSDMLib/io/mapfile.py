@@ -35,6 +35,7 @@ from MedLSDMLib.errors import InputError
 from MedLSDMLib.io.names import name_key
 
 ANY = "*"
+MAX_MAP_FILE_BYTES = 16 * 2**20  # a table of every FreeSurfer label is about 50 KiB
 
 
 @dataclass
@@ -116,7 +117,10 @@ def parse_map_text(text: str, path: str = "mapping file") -> MapFile:
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
-        cells = [c.strip() for c in next(csv.reader(io.StringIO(stripped), skipinitialspace=True))]
+        try:
+            cells = [c.strip() for c in next(csv.reader(io.StringIO(stripped), skipinitialspace=True))]
+        except csv.Error as exc:  # a cell over the csv module's field limit, a NUL byte
+            raise InputError(f"{path} line {number} is not a CSV row ({exc}): write 'source,target[,name]'") from None
         if not rows and not seen and [c.lower() for c in cells[:2]] == ["source", "target"]:
             seen["<header>"] = number
             continue
@@ -146,6 +150,11 @@ def read_map_file(path: Union[str, Path]) -> MapFile:
     if not resolved.is_file():
         raise InputError(f"--map-file {path} is not a file: give a CSV mapping file")
     try:
+        if resolved.stat().st_size > MAX_MAP_FILE_BYTES:
+            raise InputError(
+                f"--map-file {path} has {resolved.stat().st_size} bytes, more than a mapping table's "
+                f"{MAX_MAP_FILE_BYTES // 2**20} MiB: give a CSV table of 'source,target[,name]' rows"
+            )
         text = resolved.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"--map-file {path} cannot be read as text ({exc})") from None

@@ -11,13 +11,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import SimpleITK as sitk
 from numpy.typing import ArrayLike
 
-from MedLSDMLib.errors import Cancelled, InputError, ModelError, OutOfMemory
+from MedLSDMLib.errors import Cancelled, InputError, MedLSDMError, ModelError, OutOfMemory
 from MedLSDMLib.runtime import interrupt
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -40,12 +40,13 @@ MAX_COMPRESSION_RATIO = 1032
 # bzip2's (its run-length steps pack up to about 4.6e7 bytes into one)
 BZIP2_MAX_RATIO = 46_000_000
 PARTIAL_PREFIX = ".medlsdm-partial-"
+BYTES_PER_OUTPUT = 4096  # memory for one output's paths, checks and seed while a run keeps track of it
 MAX_DATA_FILES = 10000  # of one detached header (a slice per file), checked against the outputs
 
 
 def suffix_of(path: PathLike) -> str:
     """The format suffix of a file name (``.seg.nrrd`` and ``.nii.gz`` count as one)."""
-    name = Path(path).name.lower()
+    name = os.path.basename(os.fspath(path)).lower()
     for suffix in (SEGMENTATION_SUFFIX,) + IMAGE_SUFFIXES:
         if name.endswith(suffix):
             return suffix
@@ -340,48 +341,117 @@ def check_output_dir(path: PathLike, holds: str, parents: bool = False) -> Path:
 
 def check_output_path(path: PathLike, inputs: Iterable[Optional[PathLike]] = ()) -> Path:
     """An output file that can be written: supported format, existing folder, a name the file system
-    takes, not an input, and not an existing file that cannot be replaced."""
-    path = Path(path)
-    suffix = suffix_of(path)
-    if suffix == SEGMENTATION_SUFFIX or suffix not in IMAGE_SUFFIXES:
-        raise InputError(f"output {path.name} has an unsupported extension: use one of " + ", ".join(IMAGE_SUFFIXES))
-    folder = check_output_folder(path)
-    limit = _name_max(folder)
-    if len(os.fsencode(path.name)) > limit:
-        raise InputError(
-            f"output name {path.name[:40]}... is {len(os.fsencode(path.name))} bytes long but the "
-            f"file system allows {limit}: choose a shorter name"
-        )
-    if path.is_dir():
-        raise InputError(f"output {path} is a folder: give a file name such as {path / 'synthetic.nii.gz'}")
-    read = [(Path(other), file) for other in inputs if other is not None for file in files_read(other)]
-    for written in files_written(path):
-        for other, file in read:
-            clash = _clash(written, file)
-            if clash:
-                subject = f"output {path}" + ("" if written == path else f" would write {written.name}, which")
-                target = f"input {other}" if file == other else f"the data file {file.name} of input {other}"
-                raise InputError(
-                    f"{subject} {clash} {target}: the output is also an input and writing it would destroy "
-                    "that input; choose another output name"
-                )
-        if (written.exists() or written.is_symlink()) and not os.access(written, os.W_OK, follow_symlinks=False):
+    takes, not a file an input reads, and not an existing file that cannot be replaced."""
+    return check_outputs([path], inputs)[0]
+
+
+def check_outputs(
+    paths: Sequence[PathLike], inputs: Iterable[Optional[PathLike]] = (), what: str = "the outputs"
+) -> List[Path]:
+    """Output files that can be written (``check_output_path``) and are different files (``what`` they
+    are names them). Every file an output writes (its header, a detached data file) is checked against
+    every file an input reads and every other output's by resolved path, by file identity (a hard link)
+    and by name in any letter case (one file on a case-insensitive file system). Linear in the number of
+    outputs: a folder is listed once, and only a name already there costs a system call."""
+    read: Dict[object, Tuple[Path, Path]] = {}
+    for other in (Path(p) for p in inputs if p is not None):
+        for file in files_read(other):
+            for key in _identities(file, file.exists() or file.is_symlink()):
+                read.setdefault(key, (other, file))
+    folders: Dict[Path, Tuple[str, Set[str], int]] = {}
+    seen: Dict[object, Tuple[int, Path, str]] = {}  # key -> the output, and the name of its file
+    checked = [Path(p) for p in paths]
+    for index, path in enumerate(checked):
+        name, parent = path.name, path.parent
+        suffix = suffix_of(name)
+        if suffix == SEGMENTATION_SUFFIX or suffix not in IMAGE_SUFFIXES:
+            raise InputError(f"output {name} has an unsupported extension: use one of " + ", ".join(IMAGE_SUFFIXES))
+        if parent not in folders:
+            folder = check_output_folder(path)
+            try:
+                listed = set(os.listdir(folder))
+            except OSError:
+                listed = set()
+            folders[parent] = (str(folder.resolve()), listed, _name_max(folder))
+        resolved_folder, names, limit = folders[parent]
+        if len(os.fsencode(name)) > limit:
             raise InputError(
-                f"output {written} exists and is read-only or immutable, so it cannot be replaced: "
-                "choose another output file, or make it writable"
+                f"output name {name[:40]}... is {len(os.fsencode(name))} bytes long but the "
+                f"file system allows {limit}: choose a shorter name"
             )
-    return path
+        if name in names and path.is_dir():
+            raise InputError(f"output {path} is a folder: give a file name such as {path / 'synthetic.nii.gz'}")
+        stem = name[: len(name) - len(suffix)]
+        for written_name in [name] + [stem + ending for ending in _data_file_endings(suffix)]:
+            there = written_name in names
+            keys: List[object]
+            if there:
+                keys = _identities(parent / written_name, True)
+            else:  # a name not there yet: its folder, resolved, and the name (no system call)
+                keys = [os.path.normcase(os.path.join(resolved_folder, written_name)).casefold()]
+            for key in keys:
+                if key in read:
+                    written, (other, file) = parent / written_name, read[key]
+                    subject = f"output {path}" + ("" if written == path else f" would write {written.name}, which")
+                    target = f"input {other}" if file == other else f"the data file {file.name} of input {other}"
+                    raise InputError(
+                        f"{subject} {_clash(written, file) or 'is'} {target}: the output is also an input and "
+                        "writing it would destroy that input; choose another output name"
+                    )
+                if key in seen and seen[key][0] != index:
+                    _, first, first_name = seen[key]
+                    written, first_file = parent / written_name, first.parent / first_name
+                    raise InputError(
+                        f"{what} must be different files: {written} {_clash(written, first_file) or 'is'} "
+                        f"{first_file} ({first}, {path})"
+                    )
+                seen[key] = (index, path, written_name)
+            if there and not os.access(parent / written_name, os.W_OK, follow_symlinks=False):
+                raise InputError(
+                    f"output {parent / written_name} exists and is read-only or immutable, so it cannot be "
+                    "replaced: choose another output file, or make it writable"
+                )
+    return checked
 
 
-def check_distinct_outputs(paths: Sequence[Path], what: str) -> None:
-    """No two outputs write the same file (header or data file), even one whose name differs only in
-    letter case (one file on a case-insensitive file system), or InputError naming ``what`` they are."""
-    written = [(k, path, file) for k, path in enumerate(paths) for file in files_written(path)]
-    for i, (k, path, file) in enumerate(written):
-        for j, other, other_file in written[i + 1 :]:
-            clash = _clash(file, other_file) if j != k else ""
-            if clash:
-                raise InputError(f"{what} must be different files: {file} {clash} {other_file} ({path}, {other})")
+def check_room_for_files(output: Path, count: int, option: str) -> None:
+    """``count`` outputs like ``output`` fit, before any work: the file system of its folder has the
+    files (inodes) and at least a block per file for them, and memory holds their bookkeeping
+    (``BYTES_PER_OUTPUT`` each); OutOfMemory naming ``option`` otherwise."""
+    from MedLSDMLib.runtime.resources import _size, available_ram
+
+    files = count * len(files_written(output))
+    folder = output.parent if str(output.parent) else Path(".")
+    try:
+        status = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows): the write checks each file
+        status = None
+    if status is not None:
+        free_files = status.f_favail if status.f_files else files  # 0 files: the file system has no limit
+        room = status.f_bavail * status.f_frsize // max(status.f_frsize, 1)
+        if files > min(free_files, room):
+            raise OutOfMemory(
+                f"{option} {count}: {count} outputs need {files} files, but {folder} has room for "
+                f"{min(free_files, room)} more (free files and disk space): ask for fewer, or free some space"
+            )
+    needed, available = count * BYTES_PER_OUTPUT, available_ram() if count > 1 else None
+    if available is not None and needed > available:
+        raise OutOfMemory(
+            f"{option} {count}: keeping track of {count} outputs needs about {_size(needed)} of memory but "
+            f"{_size(available)} is available: ask for fewer"
+        )
+
+
+def _identities(file: Path, exists: bool) -> List[object]:
+    """The keys under which two names are one file: the resolved path in any letter case, and an existing
+    file's device and inode."""
+    resolved = file.resolve()
+    keys: List[object] = [os.path.normcase(str(resolved)).casefold()]
+    if exists:
+        with contextlib.suppress(OSError):
+            status = resolved.stat()
+            keys.append((status.st_dev, status.st_ino))
+    return keys
 
 
 def _clash(a: Path, b: Path) -> str:
@@ -449,23 +519,31 @@ def _data_files(header: Path, field: "re.Pattern[bytes]", local: bytes) -> List[
 
 def files_written(path: PathLike) -> List[Path]:
     """The files writing an image to ``path`` creates: ``path`` and, for a format SimpleITK writes as two
-    files (.nhdr, .mhd), its data file beside it (found by writing a tiny image of that name)."""
+    files (.nhdr, .mhd), its data file beside it, named after the output (found once per format by
+    writing a tiny image)."""
     path = Path(path)
-    return [path] + [path.with_name(name) for name in _data_file_names(_staged_name(path))]
+    suffix = suffix_of(path)
+    endings = _data_file_endings(suffix)
+    if not endings:
+        return [path]
+    stem = path.name[: len(path.name) - len(suffix)]
+    return [path] + [path.with_name(stem + ending) for ending in endings]
 
 
-@functools.lru_cache(maxsize=64)
-def _data_file_names(name: str) -> Tuple[str, ...]:
+@functools.lru_cache(maxsize=None)
+def _data_file_endings(suffix: str) -> Tuple[str, ...]:
+    """What follows the stem in the names of the data files SimpleITK writes beside a ``suffix`` header."""
     with tempfile.TemporaryDirectory(prefix=PARTIAL_PREFIX) as folder:
         try:
             with quiet_native_stderr():
                 writer = sitk.ImageFileWriter()  # the writer that sitk.WriteImage uses, as a probe of its own
-                writer.SetFileName(str(Path(folder) / name))
+                writer.SetFileName(str(Path(folder) / f"probe{suffix}"))
                 writer.SetUseCompression(True)
                 writer.Execute(sitk.Image([2, 2, 2], sitk.sitkUInt8))
         except RuntimeError:
             return ()
-        return tuple(sorted(f for f in os.listdir(folder) if f != name))
+        names = [f for f in os.listdir(folder) if f != f"probe{suffix}"]
+        return tuple(sorted(f[len("probe") :] for f in names if f.startswith("probe")))
 
 
 def _staged_name(path: Path) -> str:
@@ -512,10 +590,10 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale_partials(folder: Path, name: str, max_age: float = 24 * 3600) -> None:
+def clean_stale_partials(folder: Path, names: Collection[str], max_age: float = 24 * 3600) -> None:
     """Remove what an interrupted write (kill -9, power loss) left in ``folder``: hidden
     ``.medlsdm-partial-HOST-PID-*`` folders of a process of this host that no longer runs (or of
-    another host, after ``max_age`` seconds), and the older ``.NAME.partial-*`` folders of ``name``."""
+    another host, after ``max_age`` seconds), and the older ``.NAME.partial-*`` folders of ``names``."""
     here = _host()
     try:
         entries = list(Path(folder).iterdir())
@@ -523,7 +601,9 @@ def clean_stale_partials(folder: Path, name: str, max_age: float = 24 * 3600) ->
         return
     for entry in entries:
         match = re.match(re.escape(PARTIAL_PREFIX) + r"([A-Za-z0-9]+)-(\d+)-", entry.name)
-        legacy = entry.name.startswith(f".{name}.partial-")
+        legacy = (
+            entry.name.startswith(".") and ".partial-" in entry.name and entry.name[1:].split(".partial-")[0] in names
+        )
         if not (match or legacy) or not entry.is_dir() or entry.is_symlink():
             continue
         try:
@@ -543,16 +623,14 @@ def _fsync(path: Path) -> None:
         os.fsync(stream.fileno())
 
 
-def _write_failed(path: Path, folder: Path, reason: str) -> InputError:
-    try:
-        free = shutil.disk_usage(folder).free
-        room = f"; {free // 1024} KiB are free there" if free < 1 << 30 else ""
-        if free < 1 << 20:
-            reason = "the disk is full"
-    except OSError:
-        room = ""
-    kept = "; the existing file was kept" if path.exists() else ""
-    return InputError(f"could not write {path} ({reason}{room}): free some space or choose another folder{kept}")
+def _write_failed(path: Path, folder: Path, reason: str) -> MedLSDMError:
+    """The one line of a failed write (interrupt.write_error), or of an output folder removed meanwhile."""
+    if not folder.is_dir():
+        return InputError(
+            f"could not write {path}: its folder {folder} was removed while MedLSDM was running; nothing "
+            "was written: create the folder again, or choose another one"
+        )
+    return interrupt.write_error(path, reason)
 
 
 def check_finite(image: sitk.Image, path: Path) -> None:
@@ -620,8 +698,7 @@ class StagedImages:
         self._marked = contextlib.ExitStack()  # the scratch folder, for a hard stop's clean-up
 
     def __enter__(self) -> "StagedImages":
-        for path in self.paths:
-            clean_stale_partials(self.folder, path.name)
+        clean_stale_partials(self.folder, {path.name for path in self.paths})
         try:
             self.scratch = Path(tempfile.mkdtemp(dir=self.folder, prefix=_partial_prefix()))
         except OSError as exc:
@@ -640,8 +717,8 @@ class StagedImages:
         assert scratch is not None, "StagedImages.write outside its with block"
         check_finite(image, path)
         temporary = scratch / _staged_name(path)
-        before = set(scratch.iterdir())
         try:
+            before = set(scratch.iterdir())
             with quiet_native_stderr():  # the NIfTI writer prints its own "wrote only N bytes" there
                 sitk.WriteImage(image, str(temporary), useCompression=True)
             files = sorted(set(scratch.iterdir()) - before)

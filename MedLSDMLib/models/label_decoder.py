@@ -16,11 +16,18 @@ from torch import nn
 SPADE_NORM = "BATCH"
 
 
-def _spade(label_classes: int, channels: int, hidden: int) -> SPADE:
+def make_local(block: SPADE) -> SPADE:
     """MONAI's SPADE block made local: its γ and β convolutions come with an instance normalisation
     (MONAI's Convolution default), which makes every voxel's modulation depend on the whole field of view,
-    so a 48³ training patch, a tile and the whole volume would be modulated differently. They are plain
-    convolutions here, as in the SPADE paper, and the parameter-free normalisation has no affine part."""
+    so a training patch, a tile and the whole volume would be modulated differently. They become plain
+    convolutions, as in the SPADE paper (the normalisation has no parameters: the weights stay the same)."""
+    for convolution in (block.mlp_gamma, block.mlp_beta):
+        convolution.adn = nn.Identity()
+    return block
+
+
+def _spade(label_classes: int, channels: int, hidden: int) -> SPADE:
+    """A local SPADE block (``make_local``) whose parameter-free normalisation has no affine part."""
     block = SPADE(
         label_nc=label_classes,
         norm_nc=channels,
@@ -30,9 +37,7 @@ def _spade(label_classes: int, channels: int, hidden: int) -> SPADE:
         norm=SPADE_NORM,
         norm_params={"affine": False},
     )
-    for convolution in (block.mlp_gamma, block.mlp_beta):
-        convolution.adn = nn.Identity()
-    return block
+    return make_local(block)
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int = 3) -> Convolution:
@@ -61,11 +66,30 @@ class SPADEResidualUnit(nn.Module):
         return x + self.conv2(F.silu(self.norm2(h, segmap)))
 
 
+def _upsample(in_channels: int, out_channels: int, kind: str) -> nn.Module:
+    """×2 in every direction: MONAI's stride-2 transposed convolution (kernel 4), whose output varies with
+    the position within each 2³ block even for a constant input (over two levels, a stamp of the 4-voxel latent
+    grid), or ``resize``: nearest-neighbour ×2 then a 3×3×3 convolution, constant for a constant input."""
+    if kind == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv(in_channels, out_channels))
+    return Convolution(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        strides=2,
+        kernel_size=4,
+        padding=1,
+        output_padding=0,
+        is_transposed=True,
+        conv_only=True,
+    )
+
+
 class LabelConditionedDecoder(nn.Module):
     """Latent (B, latent_channels, X/f, Y/f, Z/f) and one-hot map (B, classes, X, Y, Z) → image (B, out, X, Y, Z).
 
     The mirror of MONAI's VQ-VAE decoder (a 3×3×3 convolution in, ``num_res_layers`` residual units and a
-    stride-2 transposed convolution a level), with SPADE residual units, then a SPADE normalisation and
+    ×2 upsampling a level, ``upsample``), with SPADE residual units, then a SPADE normalisation and
     the output convolution at full resolution."""
 
     def __init__(
@@ -77,6 +101,7 @@ class LabelConditionedDecoder(nn.Module):
         num_res_channels: Sequence[int],
         label_classes: int,
         hidden: int,
+        upsample: str = "transposed",
     ) -> None:
         super().__init__()
         widths = list(reversed(channels))
@@ -91,19 +116,7 @@ class LabelConditionedDecoder(nn.Module):
                 )
             )
             following = widths[i + 1] if i + 1 < len(widths) else widths[-1]
-            self.upsamples.append(
-                Convolution(
-                    spatial_dims=3,
-                    in_channels=width,
-                    out_channels=following,
-                    strides=2,
-                    kernel_size=4,
-                    padding=1,
-                    output_padding=0,
-                    is_transposed=True,
-                    conv_only=True,
-                )
-            )
+            self.upsamples.append(_upsample(width, following, upsample))
         self.out_norm = _spade(label_classes, widths[-1], hidden)
         self.conv_out = _conv(widths[-1], out_channels)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+from monai.networks.blocks import SPADE
 from monai.networks.nets import VQVAE, SPADEDiffusionModelUNet
 from torch import nn
 
 from MedLSDMLib.card import AutoencoderConfig, UNetConfig
-from MedLSDMLib.models.label_decoder import LabelConditionedDecoder, one_hot
+from MedLSDMLib.models.label_decoder import LabelConditionedDecoder, make_local, one_hot
 
 
 class VQGAN(nn.Module):
@@ -49,6 +50,7 @@ class VQGAN(nn.Module):
                 config.decoder_channels or config.num_res_channels,
                 label_classes,
                 config.spade_hidden_channels,
+                config.upsample,
             )
 
     def freeze_encoder(self) -> None:
@@ -108,8 +110,13 @@ class VQGAN(nn.Module):
 
 
 def build_unet(config: UNetConfig, latent_channels: int, num_classes: int) -> SPADEDiffusionModelUNet:
-    """The latent UNet, conditioned on a ``num_classes``-channel label map through SPADE."""
-    return SPADEDiffusionModelUNet(
+    """The latent UNet, conditioned on a ``num_classes``-channel label map through SPADE.
+
+    With ``spade: local`` every SPADE block's γ and β convolutions lose the instance normalisation of
+    MONAI's ``Convolution`` (which has no parameters, so the weights are the same), as in the decoder:
+    a 64³ training patch and a whole volume are then modulated alike. The activations' own
+    normalisation stays the GroupNorm of every block of this UNet."""
+    unet = SPADEDiffusionModelUNet(
         spatial_dims=3,
         in_channels=latent_channels,
         out_channels=latent_channels,
@@ -122,3 +129,8 @@ def build_unet(config: UNetConfig, latent_channels: int, num_classes: int) -> SP
         spade_intermediate_channels=config.spade_intermediate_channels,
         use_flash_attention=True,  # PyTorch's fused attention: memory linear in the number of voxels
     )
+    if config.spade == "local":
+        for block in unet.modules():
+            if isinstance(block, SPADE):
+                make_local(block)
+    return unet

@@ -159,7 +159,7 @@ def _download(entry: ModelEntry, progress: Optional[ProgressFn]) -> Path:
     target = entry.local_folder()
     if target.parent.resolve() != home.resolve() or target.name != f"{entry.name}-{entry.version}":
         raise ModelError(f"model {entry.name} {entry.version} would be installed outside {home}: fix Models.json")
-    clean_stale_partials(home, "")
+    clean_stale_partials(home, ())
     try:
         scratch_folder = tempfile.mkdtemp(dir=home, prefix=_partial_prefix())
     except OSError as exc:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 if TYPE_CHECKING:
     from typing import NoReturn
 
-from MedLSDMLib.errors import Cancelled
+from MedLSDMLib.errors import Cancelled, DiskFull, InputError, MedLSDMError
 
 # a clean stop's grace: with the ~0.4 s a busy interpreter may hold the GIL (importing torch on 2
 # contended cores), the hard stop still ends the process within 3 s of the signal
@@ -94,7 +94,8 @@ def _umask() -> int:
 def staged_file(path: Path) -> Iterator[Path]:
     """Write ``path`` atomically: the block writes the hidden temporary this yields, which is then
     renamed into place. An error, or a stop asked for before the rename, removes it and leaves any
-    existing ``path`` as it was (a stop raises ``Cancelled``); a hard stop removes it too."""
+    existing ``path`` as it was (a stop raises ``Cancelled``); a hard stop removes it too. A failed
+    write (a full disk, a folder removed meanwhile) is one line (``write_error``)."""
     path = Path(path)
     staging = path.with_name(f".{path.stem}.partial-{os.getpid()}{''.join(path.suffixes)}")
     with temporary(staging):
@@ -105,9 +106,32 @@ def staged_file(path: Path) -> Iterator[Path]:
             if staging.is_file():  # writers such as safetensors create 0600 files: give the usual permissions
                 os.chmod(staging, 0o666 & ~_umask())
             os.replace(staging, path)
+        except OSError as exc:
+            raise write_error(path, exc.strerror or str(exc)) from None
         finally:
             if staging.exists():
                 staging.unlink()
+
+
+def write_error(path: Path, reason: str) -> MedLSDMError:
+    """``could not write PATH (REASON)``, one line: DiskFull (exit 4) when the disk (or quota) is full or
+    nearly, else InputError (exit 2; e.g. the folder was removed or is not writable)."""
+    try:
+        free: Optional[int] = shutil.disk_usage(path.parent if str(path.parent) else ".").free
+    except OSError:
+        free = None
+    room = f"; {free // 1024} KiB are free there" if free is not None and free < 1 << 30 else ""
+    full = (free is not None and free < 1 << 20) or reason.lower() in (
+        "no space left on device",
+        "disk quota exceeded",
+        "the disk is full",
+    )
+    kept = "; the existing file was kept" if path.exists() else ""
+    line = (
+        f"could not write {path} ({'the disk is full' if full else reason}{room}): free some space or choose "
+        f"another folder{kept}"
+    )
+    return DiskFull(line) if full else InputError(line)
 
 
 def remove_temporary() -> None:

@@ -247,6 +247,19 @@ def sampler_help() -> str:
     return ", ".join(parts[:-1]) + ", or " + parts[-1]
 
 
+def check_sampler_options(sampler: Optional[str], steps: Optional[int]) -> None:
+    """What can be checked of ``--sampler`` and ``--steps`` before a model is read: a registered sampler's
+    name (or None for the model's default) and at least one step (or None for the sampler's default).
+
+    Raises:
+        InputError: naming the option, its value and what it must be.
+    """
+    if sampler is not None and sampler not in SAMPLERS:
+        raise InputError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise InputError(f"--steps {steps}: the number of steps must be at least 1")
+
+
 def resolve_steps(sampler: str, steps: Optional[int], config: SchedulerConfig) -> int:
     """The number of steps to run.
 
@@ -261,8 +274,7 @@ def resolve_steps(sampler: str, steps: Optional[int], config: SchedulerConfig) -
     Raises:
         InputError: an unknown sampler, one that does not fit the model, or a bad step count.
     """
-    if sampler not in SAMPLERS:
-        raise InputError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+    check_sampler_options(sampler, steps)
     info = SAMPLERS[sampler]
     if info.process != config.kind:
         raise InputError(
@@ -272,8 +284,6 @@ def resolve_steps(sampler: str, steps: Optional[int], config: SchedulerConfig) -
     total = config.num_train_timesteps
     if steps is None:
         return min(info.default_steps or total, total) if info.any_steps else total
-    if steps < 1:
-        raise InputError(f"--steps {steps}: the number of steps must be at least 1")
     if steps > total:
         raise InputError(f"--steps {steps}: this model was trained with {total} steps, so use at most {total}")
     if not info.any_steps and steps != total:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type, TypeVar, Union
@@ -66,8 +67,14 @@ class TrainingCommon:
     validate_every: int = 250
     log_every: int = 10
     seed: int = 0
+    max_minutes: Optional[float] = None  # wall-clock budget of one run: then it checkpoints and writes its bundle
+    workers: int = 0  # processes that cut and augment patches (0: the training process itself)
 
     def __post_init__(self) -> None:
+        if self.max_minutes is not None and not 0 < self.max_minutes < math.inf:
+            raise ValueError(f"training.max_minutes must be a positive number of minutes, not {self.max_minutes!r}")
+        if not 0 <= self.workers <= 64:
+            raise ValueError(f"training.workers must be a whole number from 0 to 64, not {self.workers!r}")
         if self.precision not in PRECISION_NAMES:
             raise ValueError(f"training.precision must be one of {', '.join(PRECISION_NAMES)}")
         if (
@@ -101,6 +108,13 @@ class VQGANTraining(TrainingCommon):
     perceptual_weights: Optional[str] = None  # torchvision ResNet-50 weights file you provide; never downloaded
     perceptual_weight: float = 0.1
     freeze_encoder: bool = False  # keep init_from's encoder and codebook: its latent space (and UNet) stay valid
+    gradient_weight: float = 0.0  # L1 between the image gradients (finite differences) of reconstruction and real
+    frequency_weight: float = 0.0  # L1 between the 3D Fourier amplitudes of reconstruction and real patches
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0 <= self.gradient_weight < math.inf and 0 <= self.frequency_weight < math.inf):
+            raise ValueError("training.gradient_weight and training.frequency_weight must be numbers >= 0")
 
 
 @dataclass

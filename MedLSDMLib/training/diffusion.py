@@ -84,7 +84,7 @@ class DiffusionTrainer(Trainer[DiffusionTraining]):
         source, (state, autoencoder_state) = read_init_from(folder, DIFFUSION_FILE, AUTOENCODER_FILE)
         mine = self.autoencoder.state_dict()
         if any(
-            k not in mine or not torch.equal(mine[k].float(), v.float())
+            k not in mine or not torch.equal(mine[k].float().cpu(), v.float().cpu())
             for k, v in autoencoder_state.items()
             if k.startswith(ENCODER_KEYS)
         ):

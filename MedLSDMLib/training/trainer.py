@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import os
 import re
@@ -60,6 +61,13 @@ def read_init_from(folder: str, *names: str) -> Tuple[ModelCard, List[Dict[str, 
         return read_bundle_state(folder, names)
     except ModelError as exc:
         raise InputError(f"init_from: {exc}") from None
+
+
+def _seed_worker(seed: int, worker: int) -> None:
+    """A patch worker's own random stream: forked workers would otherwise draw the same augmentations."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and isinstance(info.dataset, PatchDataset):
+        info.dataset.transforms.set_random_state(seed + 7919 * (worker + 1))
 
 
 class RunConfig(Protocol[Settings_co]):
@@ -182,6 +190,7 @@ class Trainer(Generic[Settings]):
         self.skipped_steps = 0
         self.skipped_in_a_row = 0
         self.seconds = 0.0
+        self.stopped_early = False  # by training.max_minutes
         self.resume = resume
         self.cases: List[Case] = []
         self.val_cases: List[Case] = []
@@ -228,6 +237,7 @@ class Trainer(Generic[Settings]):
         return {
             "steps": self.step,
             "seconds": round(self.seconds, 1),
+            "stopped_by_max_minutes": self.stopped_early,
             "world_size": self.dist.world_size,
             "config": to_dict(self.config),
             "data": self.data_summary,
@@ -297,20 +307,22 @@ class Trainer(Generic[Settings]):
         """Endless batches of random patches; each process draws its own."""
         s = self.settings
         per_epoch = max(len(cases), s.batch_size * self.dist.world_size) * 8
-        dataset = PatchDataset(
-            cases,
-            s.patch_size,
-            num_classes,
-            self.config.augmentation,
-            per_epoch,
-            seed=s.seed + 1000 * self.dist.rank + self.step,
-        )
+        seed = s.seed + 1000 * self.dist.rank + self.step
+        dataset = PatchDataset(cases, s.patch_size, num_classes, self.config.augmentation, per_epoch, seed=seed)
         sampler: Sampler[int]
         if self.dist.enabled:
             sampler = DistributedSampler(dataset, self.dist.world_size, self.dist.rank, seed=s.seed)
         else:
             sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(s.seed + self.step))
-        loader = DataLoader(dataset, batch_size=s.batch_size, sampler=sampler, drop_last=True)
+        loader = DataLoader(
+            dataset,
+            batch_size=s.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=s.workers,
+            persistent_workers=s.workers > 0,
+            worker_init_fn=functools.partial(_seed_worker, seed) if s.workers else None,
+        )
         epoch = 0
         while True:
             if isinstance(sampler, DistributedSampler):
@@ -484,6 +496,14 @@ class Trainer(Generic[Settings]):
                 trainer.dist.close()
 
     # -- the loop -------------------------------------------------------------------------
+    def _out_of_time(self, started: float) -> bool:
+        """Whether ``training.max_minutes`` of wall clock have passed since this process's ``fit`` began
+        (on any process: all stop at the same step)."""
+        if self.settings.max_minutes is None:
+            return False
+        over = time.perf_counter() - started > 60 * self.settings.max_minutes
+        return bool(self.dist.mean(torch.tensor([float(over)], device=self.device)).item() > 0)
+
     def fit(self, batches: Iterator[Dict[str, torch.Tensor]], cancel: Optional[Callable[[], bool]] = None) -> Path:
         """Train up to ``settings.steps``, checkpointing and validating on the way; write the bundle.
         ``cancel`` (Ctrl-C, SIGTERM) stops between steps, keeping the last checkpoint."""
@@ -505,10 +525,22 @@ class Trainer(Generic[Settings]):
             disable=not self.dist.is_main,
             dynamic_ncols=True,
         )
+        started = time.perf_counter()
         try:
             if self.resume and self.dist.is_main:
                 tqdm.write(f"resuming {self.stage} training at step {self.step} of {s.steps}", file=sys.stderr)
             while self.step < s.steps:
+                if self._out_of_time(started):
+                    self.stopped_early = True
+                    tqdm.write(
+                        f"{self.stage}: training.max_minutes ({s.max_minutes:g}) reached at step {self.step} of "
+                        f"{s.steps}; writing the checkpoint and the bundle",
+                        file=sys.stderr,
+                    )
+                    if self.step > self.checkpoint_step:
+                        self.log_metrics(self.validate())
+                        self.save_checkpoint()
+                    break
                 if cancel is not None and cancel():
                     raise Cancelled(f"training stopped at step {self.step}; {self._kept()}")
                 start = time.perf_counter()

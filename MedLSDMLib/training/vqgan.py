@@ -44,10 +44,29 @@ def perceptual_loss(weights: str) -> torch.nn.Module:
 ENCODER_KEYS = ("vqvae.encoder.", "vqvae.quantizer.")
 
 
+def gradient_l1(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """L1 between the finite-difference gradients (along x, y and z) of two (B, C, X, Y, Z) batches: it
+    rewards edges as sharp as the real ones, which plain L1 lets the decoder blur."""
+    return sum(
+        (F.l1_loss(torch.diff(reconstruction, dim=axis), torch.diff(images, dim=axis)) for axis in (2, 3, 4)),
+        torch.zeros((), device=images.device),
+    )
+
+
+def frequency_l1(reconstruction: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """L1 between the amplitudes of the 3D Fourier transforms (orthonormal) of two batches, in fp32:
+    high frequencies, which are weak, count as much as their error."""
+    with torch.autocast(device_type=images.device.type, enabled=False):
+        fake = torch.fft.rfftn(reconstruction.float(), dim=(2, 3, 4), norm="ortho").abs()
+        real = torch.fft.rfftn(images.float(), dim=(2, 3, 4), norm="ortho").abs()
+    return F.l1_loss(fake, real)
+
+
 def start_from(model: VQGAN, folder: str, card: ModelCard) -> Dict[str, Any]:
     """Load the autoencoder weights of bundle ``folder`` into ``model`` where they fit: the encoder and the
-    codebook always (their shapes must agree), the decoder when it is of the same kind. Returns what the
-    model card records about it; InputError when the bundle's labels, spacing or encoder differ."""
+    codebook always (their shapes must agree), the decoder when it is the same network (kind, widths,
+    upsampling). Returns what the model card records about it; InputError when the bundle's labels,
+    spacing or encoder differ."""
     source, (state,) = read_init_from(folder, AUTOENCODER_FILE)
     if [e.value for e in source.labels] != [e.value for e in card.labels] or tuple(source.spacing) != tuple(
         card.spacing
@@ -65,7 +84,10 @@ def start_from(model: VQGAN, folder: str, card: ModelCard) -> Dict[str, Any]:
             f"init_from {folder}: its encoder differs from model.autoencoder (channels, num_res_layers, "
             "num_res_channels, latent_channels, num_embeddings must match)"
         )
-    same_decoder = source.autoencoder.decoder == card.autoencoder.decoder
+    decoder = {k: v for k, v in state.items() if not k.startswith(ENCODER_KEYS)}
+    mine_decoder = {k: v for k, v in mine.items() if not k.startswith(ENCODER_KEYS)}
+    same_decoder = source.autoencoder.decoder == card.autoencoder.decoder and decoder.keys() == mine_decoder.keys()
+    same_decoder = same_decoder and all(v.shape == mine_decoder[k].shape for k, v in decoder.items())
     chosen = {k: v for k, v in state.items() if same_decoder or k.startswith(ENCODER_KEYS)}
     model.load_state_dict({**mine, **{k: v.float() for k, v in chosen.items()}})
     return {"bundle": f"{source.name} {source.version}", "decoder": "loaded" if same_decoder else "new"}
@@ -146,6 +168,10 @@ class VQGANTrainer(Trainer[VQGANTraining]):
                 reconstruction, vq_loss = self.train_model(images, batch["label"])
                 reconstruction = reconstruction.float()
                 losses = {"l1": F.l1_loss(reconstruction, images), "vq": vq_loss.float()}
+                if s.gradient_weight > 0:
+                    losses["gradient"] = s.gradient_weight * gradient_l1(reconstruction, images)
+                if s.frequency_weight > 0:
+                    losses["frequency"] = s.frequency_weight * frequency_l1(reconstruction, images)
                 if self.perceptual is not None:
                     losses["perceptual"] = s.perceptual_weight * self.perceptual(reconstruction, images)
                 if adversarial_on:

@@ -9,7 +9,7 @@ import pytest
 import SimpleITK as sitk
 
 import MedLSDMLib.io.volumes as volumes
-from MedLSDMLib.errors import InputError
+from MedLSDMLib.errors import DiskFull, InputError
 from MedLSDMLib.io.volumes import check_output_dir, check_output_path, numbered_paths, read_image, suffix_of, write_image
 
 from conftest import (assert_grid, assert_one_line_error, brain_labels, folder_entries, generate_args, run_cli)
@@ -54,7 +54,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, monke
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(volumes.sitk, "WriteImage", write_half_then_fail)
-    with pytest.raises(InputError, match="could not write .*image.nii.gz .*the disk is full.*kept"):
+    with pytest.raises(DiskFull, match="could not write .*image.nii.gz .*the disk is full.*kept"):
         write_image(brain_labels(), path)
     assert written and written[0] != path and tmp_path in written[0].parents  # beside it: same file system
     assert path.read_bytes() == b"an earlier result"
