@@ -214,7 +214,7 @@ def write_outputs(output: Path, report: Dict[str, Any]) -> None:
     axis.set_ylabel("Dice on held-out real images")
     cases = ", ".join(next(iter(arms.values()))["per_case"])
     axis.set_title(f"Train on each set, test on real ({cases})", fontsize=9)
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="upper left", ncol=2)
     figure.tight_layout()
     figure.savefig(output / "utility.png")
     plt.close(figure)

@@ -113,6 +113,10 @@ class WorkerRuns:
         """The worker's command line for generate; ``options`` as commands.workerCommand's."""
         return commands.workerCommand(self.workerPython(), [labels], output, **options)
 
+    def synthesizeWorkerCommand(self, maps: PathLike, folder: PathLike, **options: Any) -> List[str]:
+        """The worker's command line for ``medlsdm synthesize`` (``maps``: the job's list, ``folder``: its output)."""
+        return commands.workerCommand(self.workerPython(), [maps], folder, command="synthesize", **options)
+
     def editWorkerCommand(self, real: PathLike, labels: PathLike, original: PathLike, output: PathLike, *,
                           margin: float = DEFAULT_MARGIN, variability: Optional[PathLike] = None,
                           **options: Any) -> List[str]:

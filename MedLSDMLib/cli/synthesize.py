@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 from MedLSDMLib.cli.options import add_device_options, add_model_options, add_reporting_options
@@ -112,6 +113,11 @@ def run_synthesize(args: argparse.Namespace, reporter: Reporter, cancel: Callabl
     if args.renderer:
         from MedLSDMLib.training.data import find_pairs
 
+        if not Path(args.renderer).exists():
+            raise InputError(
+                f"--renderer {args.renderer} does not exist: give a folder of real NAME_image / NAME_label pairs "
+                "(or a .csv/.json list of them) whose class statistics the renderer uses"
+            )
         card = read_card(resolve_model(args.model, reporter.progress))
         pairs = find_pairs(args.renderer)
         producer = RendererProducer(LabelTable(card.labels), [(p.image, p.label) for p in pairs])

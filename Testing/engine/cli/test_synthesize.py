@@ -139,7 +139,7 @@ def test_shard_under_torchrun_and_a_bad_shard_are_one_line_errors(capfd, maps: P
     (("--deform", "-2"), ("--deform -2",)),
     (("--samples", "0"), ("--samples 0",)),
     (("--seed", "-1"), ("--seed -1",)),
-    (("--renderer", "nowhere"), ("nowhere",)),
+    (("--renderer", "nowhere"), ("--renderer nowhere", "NAME_image")),
 ])
 def test_bad_options_are_one_line_errors_before_any_work(capfd, maps: Path, tmp_path: Path, bundle_dir: Path,
                                                          extra, words):
