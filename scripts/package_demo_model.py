@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--benchmark", type=Path, help="benchmark.json of medlsdm benchmark")
     parser.add_argument("--evaluation-note", help="what was evaluated, and how (maps, sampler, seed, segmenter)")
     parser.add_argument("--demo-seconds", type=float, help="wall time of `medlsdm demo`")
+    parser.add_argument("--demo-timing", type=Path, help="JSON of demo wall times measured against another model")
     parser.add_argument("--sweep", type=Path, help="JSON of the autoencoder capacity sweep (setup, rows, targets)")
     parser.add_argument("--autoencoder", help="a VQ-GAN bundle whose autoencoder replaces the bundle's")
     parser.add_argument("--autoencoder-phases", nargs="*", default=[],
@@ -111,6 +112,9 @@ def main(argv=None) -> int:
         metrics["held_out_realism"] = json.loads(args.held_out.read_text())
     if args.period:
         metrics["latent_period_peak"] = json.loads(args.period.read_text())
+    if args.demo_timing:
+        metrics["demo_timing"] = json.loads(args.demo_timing.read_text())
+        metrics.pop("demo_seconds_2_cpu_cores", None)  # the previous model's, on another CPU
     if args.demo_seconds:
         metrics["demo_seconds_2_cpu_cores"] = args.demo_seconds
     bundle.card.metrics = metrics
