@@ -1,6 +1,6 @@
 """Generation from Slicer segmentations: ``GenerationLogic`` composes the rooms of the Slicer side,
 each with one job: exporting the inputs (export.py, with the models of models.py), running the worker
-(running.py, its command line built by commands.py, its process by process.py), loading the results
+(running.py, its command line built by commands.py, the serving worker in serving.py), loading the results
 (results.py) and a batch into a folder as one synthesize job (batch.py). It works in Slicer and on the MRML
 classes of the ``slicer-core`` package.
 

@@ -16,11 +16,11 @@ from . import commands, serving
 from .engine import GenerationError, engineFolder, useEngine
 from .export import Geometry
 from .models import PathLike, resourcesFolder
-from .process import Event
 
 useEngine()
 from MedLSDMLib import protocol  # noqa: E402
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN  # noqa: E402
+from MedLSDMLib.protocol import Event  # noqa: E402
 
 ProgressCallback = Callable[[str, int, int], None]
 LogCallback = Callable[[str], None]

@@ -2,7 +2,7 @@
 batch into a folder (one synthesize job) is a request to it, so the model is loaded once; it is started on first
 use, started again if it died, and ended when the module is closed or Slicer exits.
 
-A request (``ServedRequest``) looks like a ``WorkerProcess`` to the logic: ``poll``, ``wait``, ``cancel``,
+A request (``ServedRequest``) is what the logic follows: ``poll``, ``wait``, ``cancel``,
 ``returncode`` (the one-shot worker's exit code for its done or error event) and ``cancelRequested``. Events
 are handed over on the thread that polls (the GUI thread), never on the reader threads.
 """
