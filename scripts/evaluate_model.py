@@ -88,6 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--precision", default="auto", help="generation precision (auto, fp32, bf16)")
     parser.add_argument("--sampler", help="sampler (default: the model's default); pin it to compare models")
     parser.add_argument("--steps", type=int, help="sampling steps (default: the sampler's)")
+    parser.add_argument("--guidance", type=float, help="guidance weight w (default: the model's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--apt-update", action="store_true", help="passed to prepare_demo_data.py")
     parser.add_argument("--update-card", action="store_true", help="write the table into the model card")
@@ -119,6 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     card = read_card(folder)
     sampler = args.sampler or default_sampler(card.scheduler)
     steps = resolve_steps(sampler, args.steps, card.scheduler)
+    guidance = card.default_guidance if args.guidance is None else args.guidance
     generator = Generator.load(folder, args.device, args.precision)
     if args.autoencoder:
         if not args.reconstruction_only:
@@ -140,14 +142,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         labels, image = held_out / f"{name}_label.nii.gz", held_out / f"{name}_image.nii.gz"
         target = synthetic / f"{name}_synthetic.nrrd"
         expected = {"medlsdm_model": model_name, "medlsdm_seed": str(args.seed),
-                    "medlsdm_sampler": f"{sampler} {steps} steps, guidance {card.default_guidance:g}"}
+                    "medlsdm_sampler": f"{sampler} {steps} steps, guidance {guidance:g}"}
         if args.reconstruction_only:
             pass
         elif made_by(target, expected):
             log(f"reusing {target}")
         else:
             tic = time.perf_counter()
-            result, = generator.generate(str(labels), str(image), seed=args.seed, sampler=sampler, steps=steps)
+            result, = generator.generate(str(labels), str(image), seed=args.seed, sampler=sampler, steps=steps,
+                                         guidance=guidance)
             write_image(result, target)
             timings[name] = round(time.perf_counter() - tic, 1)
             log(f"generated {target} in {timings[name]} s")
@@ -184,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     verdict = reports["model"]["comparison"]["verdict"]
     cpu = cpu_flags()
     context = (f"{len(names)} held-out cases ({', '.join(names)}); {model_name}, {sampler} {steps} steps, guidance "
-               f"{card.default_guidance:g}, seed {args.seed}, precision {args.precision} "
+               f"{guidance:g}, seed {args.seed}, precision {args.precision} "
                f"({generator_precision(generator, args.precision)}); CPU flags: {cpu}")
     peaks = [f"- {name}: whole volume {v['whole_volume']:.2f}x, brain box {v['brain_box']:.2f}x"
              for name, v in period.get("rows", {}).items()]
@@ -193,7 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                       f"Latent-period ({card.autoencoder.downsample_factor}-voxel) peak on the bundled example:",
                       *peaks, ""])
     (out / "summary.md").write_text(text)
-    summary = {"model": model_name, "cases": names, "sampler": sampler, "steps": steps, "seed": args.seed,
+    summary = {"model": model_name, "cases": names, "sampler": sampler, "steps": steps, "guidance": guidance,
+               "seed": args.seed,
                "precision": f"{args.precision} ({generator_precision(generator, args.precision)})", "cpu_flags": cpu, "rows": rows, "real_background_noise": real_noise,
                "verdict": verdict, "generation_seconds": timings, "latent_period": period,
                "per_class": per_class(reports)}

@@ -42,6 +42,22 @@ JOBS: Dict[str, Tuple[str, List[Tuple[float, Dict[str, Any]]]]] = {
         "diffusion",
         [(1.0, {"model.unet.spade": "local", "training.ema_decay": 0.998, "training.workers": 4})],
     ),
+    # the UNet alone on the GPU: its patch workers take the machine's cores, each patch is used at 4 noise levels
+    "unet_long": (
+        "diffusion",
+        [
+            (
+                1.0,
+                {
+                    "model.unet.spade": "local",
+                    "training.batch_size": 4,
+                    "training.noise_draws": 4,
+                    "training.ema_decay": 0.999,
+                    "training.workers": 13,
+                },
+            )
+        ],
+    ),
     # 0.2.0's decoder continued: adversarial from the start, with the gradient L1
     "dec_transposed_gan": (
         "vqgan",

@@ -123,6 +123,7 @@ class DiffusionTraining(TrainingCommon):
     loss: str = "l1"  # l1 (as the paper) or l2
     ema_decay: float = 0.999
     validation_steps: int = 20  # DDIM steps for validation samples
+    noise_draws: int = 1  # noise levels per patch and step: more use of each patch where cutting them is the limit
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -134,6 +135,8 @@ class DiffusionTraining(TrainingCommon):
             raise ValueError("training.validation_steps must be at least 1")
         if self.loss not in ("l1", "l2"):
             raise ValueError("training.loss must be l1 or l2")
+        if self.noise_draws < 1:
+            raise ValueError("training.noise_draws must be at least 1")
 
 
 @dataclass

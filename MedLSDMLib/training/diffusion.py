@@ -139,6 +139,8 @@ class DiffusionTrainer(Trainer[DiffusionTraining]):
         for batch in batches:
             latent = self.encode(batch["image"]) * self.card.latent_scale
             condition = condition_map(batch["label"], self.num_classes, self.factor)
+            draws = self.settings.noise_draws  # each patch again with its own noise, level and dropout
+            latent, condition = latent.repeat(draws, 1, 1, 1, 1), condition.repeat(draws, 1, 1, 1, 1)
             dropped = torch.rand(latent.shape[0], device=self.device) < self.settings.label_dropout
             condition = torch.where(dropped[:, None, None, None, None], null_map(condition), condition)
             noise = torch.randn_like(latent)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import SimpleITK as sitk
 import yaml
 
@@ -203,3 +204,42 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, pairs, capsys, m
     state = torch.load(tmp_path / "vqgan" / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_noise_draws_train_each_patch_at_several_noise_levels(tmp_path, pairs, monkeypatch, capsys):
+    """training.noise_draws: 3 sends each patch of a batch of 2 through the UNet 3 times, each with its own
+    noise and noise level; 0 draws is refused in one line."""
+    from MedLSDMLib.training.diffusion import DiffusionTrainer
+
+    assert main(["train", "vqgan", str(vqgan_config(tmp_path, pairs, steps=2))]) == 0
+    calls = []
+    original = DiffusionTrainer.train_step
+
+    def recording(self, batches):
+        forward = type(self.train_unet).forward.__get__(self.train_unet)
+
+        def spy(x, timesteps, seg):
+            calls.append((x.detach().clone(), timesteps.clone(), seg.clone()))
+            return forward(x, timesteps=timesteps, seg=seg)
+
+        monkeypatch.setattr(self.train_unet, "forward", spy)
+        return original(self, batches)
+
+    monkeypatch.setattr(DiffusionTrainer, "train_step", recording)
+    config = diffusion_config(tmp_path, pairs, tmp_path / "vqgan" / "bundle", steps=2, validate_every=1000,
+                              noise_draws=3, label_dropout=0.0)
+    assert main(["train", "diffusion", str(config)]) == 0
+    assert len(calls) == 2
+    for noisy, timesteps, seg in calls:
+        assert noisy.shape[0] == 6 and timesteps.shape == (6,)
+        assert torch.equal(seg[:2], seg[2:4]) and torch.equal(seg[:2], seg[4:])  # the same patches ...
+        assert not torch.equal(noisy[:2], noisy[2:4])  # ... with their own noise
+    assert len({int(t) for _, timesteps, _ in calls for t in timesteps}) > 2
+    card = json.loads((tmp_path / "diffusion" / "bundle" / "model.json").read_text())
+    assert card["training"]["diffusion"]["config"]["training"]["noise_draws"] == 3
+
+    (tmp_path / "bad").mkdir()
+    capsys.readouterr()
+    bad = diffusion_config(tmp_path / "bad", pairs, tmp_path / "vqgan" / "bundle", noise_draws=0)
+    code, err = run_cli(["train", "diffusion", str(bad)], capsys)
+    assert code == 2 and len(err) == 1 and "training.noise_draws must be at least 1" in err[0], err
