@@ -53,7 +53,7 @@ def sample_latent(
     if noise is None:
         noise = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
     x = noise
-    stepper = SAMPLERS[sampler](config, steps, generator, bounds, int(torch.tensor(shape[2:]).prod()))
+    stepper = SAMPLERS[sampler](config, steps, generator, bounds)
     pairs = stepper.pairs()
     for i, (t, t_next) in enumerate(pairs):
         if cancel is not None and cancel():

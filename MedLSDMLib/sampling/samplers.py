@@ -63,7 +63,6 @@ class Sampler:
         steps: the number of steps to run (``resolve_steps``).
         generator: the random generator of the sample (its device is the sampling device).
         bounds: the box the clean-latent estimates are clamped to (the codebook's), or None.
-        numel: latent voxels of one sample (rectified flow's timestep shift depends on them).
     """
 
     name: ClassVar[str]
@@ -75,10 +74,9 @@ class Sampler:
     help: ClassVar[str] = ""  # what --sampler's help says of it after its name
 
     def __init__(
-        self, config: SchedulerConfig, steps: int, generator: torch.Generator, bounds: Optional[Bounds], numel: int
+        self, config: SchedulerConfig, steps: int, generator: torch.Generator, bounds: Optional[Bounds]
     ) -> None:
         self.config, self.steps, self.generator, self.bounds = config, steps, generator, bounds
-        self.numel = numel
         self.scheduler = noise_scheduler(config)
         self.device = generator.device
         alphas = getattr(self.scheduler, "alphas_cumprod", None)
@@ -214,14 +212,15 @@ class ReferenceSampler(AncestralSampler):
 
 @register
 class RFlowSampler(Sampler):
-    """Rectified-flow Euler steps (MONAI's RFlowScheduler, with its resolution-dependent shift)."""
+    """Rectified-flow Euler steps (MONAI's RFlowScheduler; without its resolution-dependent timestep shift, in
+    training as here, so that a box of a volume gets the timesteps of the whole)."""
 
     name, process, default_steps, default_for = "rflow", "rflow", 30, "rflow"
     help = "for rectified-flow models"
 
     def pairs(self) -> List[Tuple[int, int]]:
         assert isinstance(self.scheduler, RFlowScheduler), "the rflow sampler runs on a rectified-flow process"
-        self.scheduler.set_timesteps(self.steps, device=self.device, input_img_size_numel=self.numel)
+        self.scheduler.set_timesteps(self.steps, device=self.device)
         timesteps = self.scheduler.timesteps.tolist()
         return list(zip(timesteps, timesteps[1:] + [0]))
 

@@ -77,7 +77,7 @@ def test_after_step_is_called_once_a_step_ending_at_the_clean_end(name: str) -> 
     run(name, 0, after_step=after_step)
     config = config_of(name)
     steps = resolve_steps(name, None, config)
-    pairs = SAMPLERS[name](config, steps, torch.Generator(), None, 96).pairs()
+    pairs = SAMPLERS[name](config, steps, torch.Generator(), None).pairs()
     assert len(seen) == len(pairs) and 0 < len(pairs) <= steps
     assert seen == sorted(seen, reverse=True)  # timesteps go down
     assert seen[-1] == (0 if SAMPLERS[name].process == "rflow" else -1)
@@ -113,3 +113,24 @@ def test_a_name_is_registered_once_and_unknown_names_are_input_errors() -> None:
     assert SAMPLERS["ddim"] is not Again
     with pytest.raises(InputError, match="unknown sampler 'nope': use one of ddim, dpm, ddpm, reference, rflow"):
         resolve_steps("nope", None, config_of("ddim"))
+
+
+@pytest.mark.parametrize("name", [n for n in SAMPLERS if n in ("ddim", "dpm", "rflow")])
+def test_a_box_of_the_whole_draw_samples_as_the_whole_would(name: str) -> None:
+    """The deterministic samplers, as the labels' box uses them (generation/crop.py): with a denoiser that
+    looks at each voxel alone, sampling a box from that box of the whole grid's noise gives that box of the
+    whole sample; rectified flow included (its timesteps do not depend on the volume's size)."""
+    config = config_of(name)
+    whole_shape, box = (1, 2, 8, 10, 6), (slice(None), slice(None), slice(2, 6), slice(3, 9), slice(0, 4))
+
+    def pointwise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x) * (0.5 + float(t[0]) / (2 * TIMESTEPS))
+
+    def sample(shape, noise=None) -> torch.Tensor:
+        return sample_latent(pointwise, config, shape, sampler=name, steps=resolve_steps(name, 6, config),
+                             generator=torch.Generator().manual_seed(4), noise=noise, bounds=None)
+
+    whole = sample(whole_shape)
+    noise = torch.randn(whole_shape, generator=torch.Generator().manual_seed(4))[box].contiguous()
+    boxed = sample(tuple(noise.shape), noise)
+    torch.testing.assert_close(boxed, whole[box], rtol=0, atol=1e-6)
