@@ -31,7 +31,6 @@ from scipy import ndimage
 from MedLSDMLib.errors import InputError
 from MedLSDMLib.generation.crop import CONTEXT, latent_box
 from MedLSDMLib.generation.edit_options import DEFAULT_MARGIN, check_edit_options
-from MedLSDMLib.generation.memory import plan_memory
 from MedLSDMLib.generation.primitives import (
     decoded_to_array,
     encode_image,
@@ -43,7 +42,6 @@ from MedLSDMLib.io.geometry import resample, same_grid, working_geometry
 from MedLSDMLib.io.labels import LabelSource, class_image
 from MedLSDMLib.io.volumes import MAX_EXTENT, array_to_image, image_to_array, read_image
 from MedLSDMLib.models.autoencoder import latent_shape
-from MedLSDMLib.runtime.hardware import describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 from MedLSDMLib.sampling.loop import AfterStep
 from MedLSDMLib.sampling.samplers import noise_scheduler
@@ -256,26 +254,14 @@ def edit(
 
     held = (1 if on_sample is not None else samples) + 1  # results, and the copy a checked write reads back
     real_bytes = int(np.prod(real.GetSize(), dtype=np.float64)) * max(4, real.GetSizeOfPixelComponent())
-    plan = plan_memory(
-        card,
-        latent_size,
-        run.passes,
-        run.device,
-        max_memory,
-        runner.bundle.weight_bytes(),
-        resident=held * real_bytes if run.device.type == "cpu" else 0,
+    plan = runner.plan(run, latent_size, max_memory, held * real_bytes)
+    runner.log_run(
+        run,
+        f"edit of {int(edited.sum())} voxels grown by {margin:g} mm; latent region {int(inside[box].sum())} of "
+        f"{int(np.prod(latent_size))} latent voxels on a {'x'.join(map(str, crop.GetSize()))} grid at "
+        f"{'x'.join(f'{s:g}' for s in card.spacing)} mm{'; tiled decoding' if plan.tile else ''}",
+        log,
     )
-    if log is not None:
-        hardware = describe_run(run.device.type, run.precision, torch.get_num_threads())
-        log(
-            f"model {card.name} {card.version}: {hardware}; "
-            f"sampler {run.sampler}, {run.steps} steps, guidance {run.guidance:g}, seed {run.seed}; edit of "
-            f"{int(edited.sum())} voxels grown by {margin:g} mm; latent region {int(inside[box].sum())} of "
-            f"{int(np.prod(latent_size))} latent voxels on a {'x'.join(map(str, crop.GetSize()))} grid at "
-            f"{'x'.join(f'{s:g}' for s in card.spacing)} mm{'; tiled decoding' if plan.tile else ''}"
-        )
-        if run.precision.warning:
-            log(f"warning: {run.precision.warning}")
 
     runner.to(run.device)
     autoencoder = runner.bundle.autoencoder

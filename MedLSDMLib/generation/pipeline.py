@@ -16,14 +16,13 @@ import torch
 from MedLSDMLib.generation import crop
 from MedLSDMLib.generation import edit as editing
 from MedLSDMLib.generation import reconstruct as reconstruction
-from MedLSDMLib.generation.memory import MemoryPlan, plan_memory
+from MedLSDMLib.generation.memory import MemoryPlan
 from MedLSDMLib.generation.primitives import decoded_to_array
 from MedLSDMLib.generation.runner import ModelRunner, RunOptions
 from MedLSDMLib.io.geometry import check_overlap, resample, working_geometry
 from MedLSDMLib.io.labels import LabelSource, class_image
 from MedLSDMLib.io.mapfile import MapFile
 from MedLSDMLib.io.volumes import array_to_image, image_to_array, read_image
-from MedLSDMLib.runtime.hardware import describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 
 
@@ -198,31 +197,17 @@ class Generator(ModelRunner):
         output_bytes = held * 4 * int(np.prod(target.GetSize(), dtype=np.float64)) + 4 * int(
             np.prod(on_grid.shape, dtype=np.float64)
         )
-        plan = plan_memory(
-            card,
-            latent_size,
-            run.passes,
-            run.device,
-            max_memory,
-            self.bundle.weight_bytes(),
-            resident=output_bytes if run.device.type == "cpu" else 0,
-        )
+        plan = self.plan(run, latent_size, max_memory, output_bytes)
         return _WorkingGrid(grid, on_grid, latent_size, plan, box, whole_latent)
 
     def _log_run(self, run: RunOptions, work: _WorkingGrid, log: Optional[Callable[[str], None]]) -> None:
-        if log is None:
-            return
-        card = self.card
-        hardware = describe_run(run.device.type, run.precision, torch.get_num_threads())
-        log(
-            f"model {card.name} {card.version}: {hardware}; "
-            f"sampler {run.sampler}, {run.steps} steps, guidance {run.guidance:g}, seed {run.seed}; grid "
-            f"{'x'.join(map(str, work.classes.shape))} at {'x'.join(f'{s:g}' for s in card.spacing)} mm"
+        self.log_run(
+            run,
+            f"grid {'x'.join(map(str, work.classes.shape))} at {'x'.join(f'{s:g}' for s in self.card.spacing)} mm"
             f"{'' if work.box is None else '; sampling the labels box, ' + crop.box_text(work.box, work.whole_latent)}"
-            f"{'; tiled decoding' if work.plan.tile else ''}"
+            f"{'; tiled decoding' if work.plan.tile else ''}",
+            log,
         )
-        if run.precision.warning:
-            log(f"warning: {run.precision.warning}")
 
     def _on_input_grid(self, decoded: torch.Tensor, work: _WorkingGrid, target: sitk.Image) -> sitk.Image:
         """A decoded volume in the image's units, resampled from the working grid onto the input's grid (beyond

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 import torch
 
 from MedLSDMLib.card import ModelCard
+from MedLSDMLib.generation.memory import MemoryPlan, plan_memory
 from MedLSDMLib.generation.options import check_generation_options
 from MedLSDMLib.generation.primitives import out_of_memory_as_error
 from MedLSDMLib.io.labels import LabelTable
@@ -24,7 +25,7 @@ from MedLSDMLib.models.conditioning import condition_map
 from MedLSDMLib.models.decoding import decode_latent
 from MedLSDMLib.models.registry import resolve_model
 from MedLSDMLib.runtime.devices import autocast_for, resolve_device, resolve_precision
-from MedLSDMLib.runtime.hardware import Precision
+from MedLSDMLib.runtime.hardware import Precision, describe_run
 from MedLSDMLib.runtime.progress import CancelFn, ProgressFn
 from MedLSDMLib.sampling.guidance import GuidedUNet
 from MedLSDMLib.sampling.loop import AfterStep, sample_latent
@@ -144,6 +145,27 @@ class ModelRunner:
             autocast=autocast_for(torch_device, chosen),
             batched=SAMPLERS[sampler].batched,
         )
+
+    def plan(
+        self, run: RunOptions, latent_size: Sequence[int], max_memory: Optional[float], host_bytes: int
+    ) -> MemoryPlan:
+        """Whole or tiled decoding for a latent of ``latent_size`` (``plan_memory``); ``host_bytes``, the images
+        held in memory while it runs, count only where the networks run on the CPU."""
+        resident = host_bytes if run.device.type == "cpu" else 0
+        weights = self.bundle.weight_bytes()
+        return plan_memory(self.card, latent_size, run.passes, run.device, max_memory, weights, resident=resident)
+
+    def log_run(self, run: RunOptions, what: str, log: Optional[Callable[[str], None]]) -> None:
+        """The run's first log line (model, hardware, sampling, then ``what``) and the precision's warning."""
+        if log is None:
+            return
+        hardware = describe_run(run.device.type, run.precision, torch.get_num_threads())
+        log(
+            f"model {self.card.name} {self.card.version}: {hardware}; sampler {run.sampler}, {run.steps} steps, "
+            f"guidance {run.guidance:g}, seed {run.seed}; {what}"
+        )
+        if run.precision.warning:
+            log(f"warning: {run.precision.warning}")
 
     @torch.no_grad()
     def each_sample(
