@@ -7,6 +7,7 @@ Steps (each reused when its output is already there and was made by the same mod
    of each training subject on oblique anisotropic grids, into ``OUT/pairs``;
 3. one synthetic image per label map on its real image's grid (``--seed``, the default sampler), into
    ``OUT/synthetic`` (NRRD, which keeps the model, seed and sampler in its header);
+   and a second image per map with seed + 1 (``OUT/synthetic_next_seed``): how alike two samples of one map are;
 4. the autoencoder round trip of each real image (``medlsdm reconstruct``), into ``OUT/reconstruction``;
 5. ``medlsdm evaluate --baseline`` on the synthetic images (OUT/report_model.{json,md}) and ``medlsdm
    evaluate`` on the round trips (OUT/report_reconstruction.{json,md}), with the mixture segmenter;
@@ -127,8 +128,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise SystemExit("evaluate_model: --autoencoder needs --reconstruction-only (the UNet knows only its own)")
         card, generator.bundle.autoencoder = load_autoencoder(REPO / args.autoencoder)
         generator.bundle.card.autoencoder = card.autoencoder
-    synthetic, reconstruction = out / "synthetic", out / "reconstruction"
+    synthetic, next_seed, reconstruction = out / "synthetic", out / "synthetic_next_seed", out / "reconstruction"
     synthetic.mkdir(parents=True, exist_ok=True)
+    next_seed.mkdir(parents=True, exist_ok=True)
     reconstruction.mkdir(parents=True, exist_ok=True)
     model_name = f"{card.name} {card.version}"
     previous = out / "summary.json"
@@ -145,15 +147,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "medlsdm_sampler": f"{sampler} {steps} steps, guidance {guidance:g}"}
         if args.reconstruction_only:
             pass
-        elif made_by(target, expected):
-            log(f"reusing {target}")
         else:
-            tic = time.perf_counter()
-            result, = generator.generate(str(labels), str(image), seed=args.seed, sampler=sampler, steps=steps,
-                                         guidance=guidance)
-            write_image(result, target)
-            timings[name] = round(time.perf_counter() - tic, 1)
-            log(f"generated {target} in {timings[name]} s")
+            for seed, folder_of in ((args.seed, synthetic), (args.seed + 1, next_seed)):
+                target = folder_of / f"{name}_synthetic.nrrd"
+                if made_by(target, {**expected, "medlsdm_seed": str(seed)}):
+                    log(f"reusing {target}")
+                    continue
+                tic = time.perf_counter()
+                result, = generator.generate(str(labels), str(image), seed=seed, sampler=sampler, steps=steps,
+                                             guidance=guidance)
+                write_image(result, target)
+                if seed == args.seed:
+                    timings[name] = round(time.perf_counter() - tic, 1)
+                log(f"generated {target} in {time.perf_counter() - tic:.1f} s")
         round_trip = reconstruction / f"{name}.nrrd"
         if made_by(round_trip, {"medlsdm_model": model_name}) and not args.autoencoder:
             log(f"reusing {round_trip}")
@@ -189,10 +195,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     context = (f"{len(names)} held-out cases ({', '.join(names)}); {model_name}, {sampler} {steps} steps, guidance "
                f"{guidance:g}, seed {args.seed}, precision {args.precision} "
                f"({generator_precision(generator, args.precision)}); CPU flags: {cpu}")
+    alike = seed_to_seed(held_out, synthetic, next_seed, names)
     peaks = [f"- {name}: whole volume {v['whole_volume']:.2f}x, brain box {v['brain_box']:.2f}x"
              for name, v in period.get("rows", {}).items()]
     text = "\n".join([f"# Held-out evaluation: {model_name}", "", context, "", *lines, "",
                       f"Against the baseline renderer: {verdict}.", "",
+                      f"Two samples of one map (seeds {args.seed} and {args.seed + 1}): correlation "
+                      f"{alike['mean']:.3f} over the foreground, against "
+                      f"{rows[f'model {model_name}']['correlation']:.3f} between a sample and the real image.", "",
                       f"Latent-period ({card.autoencoder.downsample_factor}-voxel) peak on the bundled example:",
                       *peaks, ""])
     (out / "summary.md").write_text(text)
@@ -200,7 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                "seed": args.seed,
                "precision": f"{args.precision} ({generator_precision(generator, args.precision)})", "cpu_flags": cpu, "rows": rows, "real_background_noise": real_noise,
                "verdict": verdict, "generation_seconds": timings, "latent_period": period,
-               "per_class": per_class(reports)}
+               "per_class": per_class(reports), "seed_to_seed_correlation": alike}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.update_card:
         card.metrics["held_out_realism"] = {**summary, "setup": (
@@ -214,6 +224,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f"wrote {out / 'summary.md'}, {out / 'summary.json'}, {out / 'report_model.md'} and "
         f"{out / 'report_reconstruction.md'} in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def seed_to_seed(held_out: Path, first: Path, second: Path, names: List[str]) -> Dict[str, Any]:
+    """Pearson's correlation of the two samples of each map over its foreground (label != 0), and their mean:
+    near 1, the samples of one map hardly differ; against the sample-to-real correlation, it tells a model's
+    systematic error (both samples far from the real image) from its variability."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    cases = {}
+    for name in names:
+        foreground = sitk.GetArrayFromImage(sitk.ReadImage(str(held_out / f"{name}_label.nii.gz"))) != 0
+        a, b = (sitk.GetArrayFromImage(sitk.ReadImage(str(f / f"{name}_synthetic.nrrd")))[foreground]
+                for f in (first, second))
+        cases[name] = float(np.corrcoef(a, b)[0, 1])
+    return {"cases": cases, "mean": float(np.mean(list(cases.values())))}
 
 
 def per_class(reports: Dict[str, Any]) -> Dict[str, Any]:

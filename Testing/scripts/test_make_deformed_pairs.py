@@ -101,3 +101,27 @@ def test_evaluate_model_table() -> None:
     assert lines[0].startswith("|  | Dice ratio (mixture) | correlation | histogram distance")
     assert lines[2] == "| model | 0.700 | 0.600 | 0.300 | 0.800 | 0.400 |"
     assert lines[-1] == "| real images | 1 | 1 | 0 | 1 | 0.100 |"
+
+
+def test_evaluate_model_seed_to_seed(tmp_path: Path) -> None:
+    """Two samples' correlation over each map's foreground only (label != 0), and the mean over maps."""
+    evaluate = load("evaluate_model")
+    rng = np.random.default_rng(0)
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    expected = {}
+    for name, noise in (("one", 0.1), ("two", 1.0)):
+        labels = np.zeros((8, 9, 10), np.uint8)
+        labels[2:6, 2:7, 2:8] = 1
+        base = rng.normal(size=labels.shape)
+        a, b = base + noise * rng.normal(size=labels.shape), base + noise * rng.normal(size=labels.shape)
+        b[labels == 0] = -a[labels == 0]  # the background disagrees, and must not count
+        sitk.WriteImage(sitk.GetImageFromArray(labels), str(tmp_path / f"{name}_label.nii.gz"))
+        for folder, array in ((first, a), (second, b)):
+            sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.float32)), str(folder / f"{name}_synthetic.nrrd"))
+        expected[name] = np.corrcoef(a[labels == 1], b[labels == 1])[0, 1]
+    result = evaluate.seed_to_seed(tmp_path, first, second, ["one", "two"])
+    assert result["cases"] == pytest.approx(expected, abs=1e-6)
+    assert result["cases"]["one"] > 0.95 > 0.7 > result["cases"]["two"]
+    assert result["mean"] == pytest.approx(np.mean(list(expected.values())), abs=1e-6)
