@@ -110,11 +110,11 @@ def test_samples_are_written_as_they_are_done(capfd, monkeypatch, tmp_path: Path
 
 
 def test_memory_plan_counts_the_samples_kept(generator, labels_path: Path, monkeypatch) -> None:
-    from MedLSDMLib.generation import pipeline
+    from MedLSDMLib.generation import runner
 
     needs = []
-    real = pipeline.plan_memory
-    monkeypatch.setattr(pipeline, "plan_memory", lambda *a, **k: needs.append(k["resident"]) or real(*a, **k))
+    real = runner.plan_memory
+    monkeypatch.setattr(runner, "plan_memory", lambda *a, **k: needs.append(k["resident"]) or real(*a, **k))
     generator.generate(labels_path, steps=2, seed=1, samples=3)
     generator.generate(labels_path, steps=2, seed=1, samples=3, on_sample=lambda k, image: None)
     voxels = 4 * int(np.prod(brain_labels().GetSize()))
