@@ -33,6 +33,41 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
+def figure(path: Path, image: sitk.Image, classes: sitk.Image, title: str) -> None:
+    """Three planes through the brain's centre in radiological display (the volumes turned to LPS), the image
+    alone above and with the tissue outlines below, pixels at their physical aspect ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # (z, y, x) of the LPS volume: z up, y to the back, x to the patient's left (shown on the right)
+    volume = sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS")).astype(np.float32)
+    tissue = sitk.GetArrayFromImage(sitk.DICOMOrient(classes, "LPS"))
+    sx, sy, sz = sitk.DICOMOrient(image, "LPS").GetSpacing()
+    centre = [int(round(c)) for c in ndimage.center_of_mass(tissue > 0)]
+    planes = [  # (slice of the volume, slice of the classes, aspect, name); rows of the display go down
+        (volume[centre[0]], tissue[centre[0]], sy / sx, "axial"),
+        (volume[:, centre[1]][::-1], tissue[:, centre[1]][::-1], sz / sx, "coronal"),
+        (volume[:, :, centre[2]][::-1], tissue[:, :, centre[2]][::-1], sz / sy, "sagittal"),
+    ]
+    low, high = np.percentile(volume[tissue > 0], [0.5, 99.5])
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8.4))
+    for column, (plane, labels, aspect, name) in enumerate(planes):
+        for row in range(2):
+            ax = axes[row, column]
+            ax.imshow(plane, cmap="gray", vmin=min(low, 0.0), vmax=high, aspect=aspect, interpolation="nearest")
+            if row == 1:
+                ax.contour(labels, levels=[0.5, 1.5, 2.5], colors=["#ffd400", "#ff5a36", "#36c3ff"], linewidths=0.6)
+            ax.set_title(name if row == 0 else f"{name}, tissue outlines", fontsize=9)
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--maps", default=str(REPO.parent / "shared" / "data" / "synthseg-label-maps"))
@@ -43,7 +78,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from MedLSDMLib.generation.pipeline import Generator
-    from MedLSDMLib.io.figures import planes_figure
     from MedLSDMLib.io.labels import class_image
     from MedLSDMLib.io.mapfile import resolve_map_file
     from MedLSDMLib.io.volumes import image_to_array, write_image
@@ -77,13 +111,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         }
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
         if path == maps[0]:
-            planes_figure(
-                Path(args.figure),
-                [(f"synthetic ({generator.card.name} {generator.card.version}, seed {args.seed})", values)],
-                classes,
-                labels.GetSpacing(),
-                title=f"{name} (SynthSeg, a new person's FreeSurfer labels) through freesurfer_tissue",
-            )
+            model = f"{generator.card.name} {generator.card.version}"
+            tissue = class_image(str(path), generator.table, map_file=map_file)
+            figure(Path(args.figure), image, tissue, f"{name} through freesurfer_tissue: {model}, seed {args.seed}")
     (out / "synthseg.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {out / 'synthseg.json'} and {args.figure}", flush=True)
     return 0
