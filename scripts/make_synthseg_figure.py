@@ -24,15 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing())
-        and np.allclose(a.GetOrigin(), b.GetOrigin())
-        and np.allclose(a.GetDirection(), b.GetDirection())
-    )
-
-
 def figure(path: Path, image: sitk.Image, classes: sitk.Image, title: str) -> None:
     """Three planes through the brain's centre in radiological display (the volumes turned to LPS), the image
     alone above and with the tissue outlines below, pixels at their physical aspect ratio."""
@@ -78,6 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     from MedLSDMLib.generation.pipeline import Generator
+    from MedLSDMLib.io.geometry import same_grid
     from MedLSDMLib.io.labels import class_image
     from MedLSDMLib.io.mapfile import resolve_map_file
     from MedLSDMLib.io.volumes import image_to_array, write_image
@@ -98,7 +90,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         image = generator.generate(str(path), map_file=map_file, seed=args.seed)[0]
         seconds = time.perf_counter() - tic
         write_image(image, out / f"{name}_synthetic.nii.gz")
-        classes = image_to_array(class_image(str(path), generator.table, map_file=map_file))
+        tissue = class_image(str(path), generator.table, map_file=map_file)
+        classes = image_to_array(tissue)
         values = image_to_array(image).astype(np.float64)
         brain = classes > 0
         near = ndimage.binary_dilation(brain, iterations=5) & ~brain  # the background within 5 mm of the brain
@@ -112,7 +105,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
         if path == maps[0]:
             model = f"{generator.card.name} {generator.card.version}"
-            tissue = class_image(str(path), generator.table, map_file=map_file)
             figure(Path(args.figure), image, tissue, f"{name} through freesurfer_tissue: {model}, seed {args.seed}")
     (out / "synthseg.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {out / 'synthseg.json'} and {args.figure}", flush=True)
